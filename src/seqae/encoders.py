@@ -1,0 +1,130 @@
+"""Recurrent encoders: a batch of sequences [B, T, F] -> one code vector per sequence [B, C].
+
+The classic pattern is ``_, (h_n, c_n) = lstm(x)`` and a *readout* of the final state.
+``LSTMEncoder(I, H)`` is exactly the seed's single-layer encoder (``h_n.squeeze(0)``),
+``LSTMEncoder(I, H, num_layers=L)`` the stacked one (``h_n[-1]``) and
+``LSTMEncoder(I, H, readout="cell")`` the cell-state one (``c_n.squeeze(0)``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+READOUTS = ("hidden", "cell", "both", "mean")
+CELLS = ("lstm", "gru")
+
+
+class LSTMEncoder(nn.Module):
+    """Recurrent encoder with a choice of readout.
+
+    readout: ``hidden`` (last layer's final h), ``cell`` (last layer's final c), ``both``
+    (h and c concatenated) or ``mean`` (last layer's outputs averaged over valid steps).
+    With ``bidirectional`` the two directions' final states are concatenated. ``latent_size``
+    adds a linear projection of the readout; without it the code is the readout itself.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        readout: str = "hidden",
+        *,
+        cell: str = "lstm",
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        latent_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        check_encoder_args(input_size, hidden_size, num_layers, readout, cell, dropout, latent_size)
+        rnn = nn.LSTM if cell == "lstm" else nn.GRU
+        # Named `lstm` (even for a GRU) so a seed model's `lstm.*` state_dict loads unchanged.
+        self.lstm = rnn(
+            input_size,
+            hidden_size,
+            num_layers=num_layers,
+            batch_first=True,
+            dropout=dropout if num_layers > 1 else 0.0,
+            bidirectional=bidirectional,
+        )
+        self.readout = readout
+        directions = 2 if bidirectional else 1
+        self.readout_size = hidden_size * directions * (2 if readout == "both" else 1)
+        self.project = nn.Linear(self.readout_size, latent_size) if latent_size else None
+        self.code_size = latent_size or self.readout_size
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """x: [B, T, F]; lengths: [B] valid steps per sequence (None = all T). Returns [B, C]."""
+        if lengths is None:
+            out, state = self.lstm(x)
+        elif self._padded_run_is_exact():
+            # The top layer's outputs up to each sequence's end do not depend on the padding,
+            # so the padded (fast, fused) run is exact for these readouts.
+            out, state = self.lstm(x)
+            if self.readout == "hidden":
+                return self._project(out[torch.arange(x.shape[0], device=x.device), lengths - 1])
+        else:
+            packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            out, state = self.lstm(packed)
+            out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+        return self._project(self._read(out, state, lengths))
+
+    def _padded_run_is_exact(self) -> bool:
+        return not self.lstm.bidirectional and self.readout in ("hidden", "mean")
+
+    def _read(self, out: Tensor, state: Tensor | tuple[Tensor, Tensor], lengths: Tensor | None) -> Tensor:
+        if self.readout == "mean":
+            if lengths is None:
+                return out.mean(dim=1)
+            mask = steps_mask(lengths, out.shape[1]).unsqueeze(-1)
+            return (out * mask).sum(dim=1) / lengths.to(out.dtype).unsqueeze(-1)
+        h_n, c_n = state if isinstance(state, tuple) else (state, None)
+        if self.readout == "hidden":
+            return self._last_layer(h_n)
+        if self.readout == "cell":
+            return self._last_layer(c_n)
+        return torch.cat([self._last_layer(h_n), self._last_layer(c_n)], dim=-1)
+
+    def _last_layer(self, s_n: Tensor) -> Tensor:
+        # s_n: [layers * directions, B, H]; the last layer's directions, concatenated -> [B, dirs * H]
+        if not self.lstm.bidirectional:
+            return s_n[-1]
+        return torch.cat([s_n[-2], s_n[-1]], dim=-1)
+
+    def _project(self, readout: Tensor) -> Tensor:
+        return self.project(readout) if self.project is not None else readout
+
+
+def steps_mask(lengths: Tensor, max_len: int) -> Tensor:
+    """[B] lengths -> [B, T] boolean mask of valid steps."""
+    return torch.arange(max_len, device=lengths.device) < lengths.to(torch.long).unsqueeze(-1)
+
+
+def check_encoder_args(
+    input_size: int,
+    hidden_size: int,
+    num_layers: int,
+    readout: str,
+    cell: str,
+    dropout: float,
+    latent_size: int | None,
+) -> None:
+    """Fail at construction, with the option's name, rather than deep inside a training step."""
+    for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"encoder {name} must be a positive integer, got {value!r}.")
+    if latent_size is not None and (not isinstance(latent_size, int) or latent_size < 1):
+        raise ValueError(f"encoder latent_size must be a positive integer or null, got {latent_size!r}.")
+    if cell not in CELLS:
+        raise ValueError(f"encoder cell must be one of {CELLS}, got {cell!r}.")
+    if readout not in READOUTS:
+        raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}.")
+    if cell == "gru" and readout in ("cell", "both"):
+        raise ValueError(
+            f"readout={readout!r} needs a cell state, but a GRU has none: use readout=hidden or "
+            f"readout=mean with encoder=gru, or an LSTM encoder with readout={readout!r}."
+        )
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"encoder dropout must be in [0, 1), got {dropout!r}.")

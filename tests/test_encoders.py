@@ -1,0 +1,122 @@
+"""The seed's three encoders are the contract: same weights, same input -> identical codes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from seqae.encoders import READOUTS, LSTMEncoder
+
+
+# --- the three classic encoders, written out as in the seed ------------------------------
+class SeedLSTMEncoder(nn.Module):
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.lstm = nn.LSTM(input_size, hidden_size, batch_first=True)
+
+    def forward(self, x):
+        _, (h_n, _) = self.lstm(x)
+        return h_n.squeeze(0)
+
+
+class SeedMultiLayerLSTMEncoder(nn.Module):
+    def __init__(self, input_size, hidden_size, num_layers):
+        super().__init__()
+        self.lstm = nn.LSTM(input_size, hidden_size, num_layers=num_layers, batch_first=True)
+
+    def forward(self, x):
+        _, (h_n, _) = self.lstm(x)
+        return h_n[-1, :, :]
+
+
+class SeedLSTMEncoderCellState(nn.Module):
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.lstm = nn.LSTM(input_size, hidden_size, batch_first=True)
+
+    def forward(self, x):
+        _, (_, c_n) = self.lstm(x)
+        return c_n.squeeze(0)
+
+
+@pytest.mark.parametrize(
+    ("seed_model", "ours"),
+    [
+        (lambda: SeedLSTMEncoder(10, 20), lambda: LSTMEncoder(10, 20)),
+        (lambda: SeedMultiLayerLSTMEncoder(10, 20, 2), lambda: LSTMEncoder(10, 20, num_layers=2)),
+        (lambda: SeedMultiLayerLSTMEncoder(10, 20, 3), lambda: LSTMEncoder(10, 20, num_layers=3)),
+        (lambda: SeedLSTMEncoderCellState(10, 20), lambda: LSTMEncoder(10, 20, readout="cell")),
+    ],
+    ids=["single-hidden", "stacked2-hidden", "stacked3-hidden", "single-cell"],
+)
+def test_identical_to_the_seed_encoders(seed_model, ours):
+    torch.manual_seed(0)
+    reference, encoder = seed_model(), ours()
+    encoder.load_state_dict(reference.state_dict())  # the seed's `lstm.*` keys load unchanged
+    x = torch.randn(32, 50, 10)
+    expected = reference(x)
+    assert expected.shape == (32, 20)
+    assert torch.equal(encoder(x), expected)
+
+
+def test_no_projection_unless_latent_size_is_set():
+    assert LSTMEncoder(4, 8).project is None
+    assert all(k.startswith("lstm.") for k in LSTMEncoder(4, 8).state_dict())
+    enc = LSTMEncoder(4, 8, latent_size=3)
+    assert enc.code_size == 3 and enc(torch.randn(2, 5, 4)).shape == (2, 3)
+
+
+@pytest.mark.parametrize("readout", READOUTS)
+@pytest.mark.parametrize("num_layers", [1, 2])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_code_shape_for_every_lstm_encoder_and_readout(readout, num_layers, bidirectional):
+    enc = LSTMEncoder(3, 8, num_layers, readout, bidirectional=bidirectional)
+    expected = 8 * (2 if bidirectional else 1) * (2 if readout == "both" else 1)
+    assert enc.code_size == expected
+    assert enc(torch.randn(5, 7, 3)).shape == (5, expected)
+
+
+@pytest.mark.parametrize("readout", ["hidden", "mean"])
+def test_gru_readouts(readout):
+    enc = LSTMEncoder(3, 8, 2, readout, cell="gru")
+    assert isinstance(enc.lstm, nn.GRU)
+    assert enc(torch.randn(5, 7, 3)).shape == (5, 8)
+
+
+@pytest.mark.parametrize("readout", ["cell", "both"])
+def test_gru_without_a_cell_state_fails_clearly(readout):
+    with pytest.raises(ValueError, match="GRU has none"):
+        LSTMEncoder(3, 8, readout=readout, cell="gru")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"hidden_size": 0}, "hidden_size must be a positive integer"),
+        ({"num_layers": -1}, "num_layers must be a positive integer"),
+        ({"readout": "last"}, "readout must be one of"),
+        ({"cell": "rnn"}, "cell must be one of"),
+        ({"latent_size": 0}, "latent_size must be a positive integer"),
+    ],
+)
+def test_bad_arguments_name_the_option(kwargs, message):
+    args = {"input_size": 3, "hidden_size": 8, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        LSTMEncoder(**args)
+
+
+@pytest.mark.parametrize("readout", READOUTS)
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_padded_batch_gives_the_codes_of_each_sequence_alone(readout, bidirectional, cell):
+    if cell == "gru" and readout in ("cell", "both"):
+        pytest.skip("a GRU has no cell state")
+    torch.manual_seed(0)
+    enc = LSTMEncoder(3, 6, 2, readout, cell=cell, bidirectional=bidirectional).eval()
+    lengths = torch.tensor([9, 4, 7, 1, 9])
+    x = torch.randn(5, 9, 3)
+    x[torch.arange(9) >= lengths.unsqueeze(-1)] = 100.0  # garbage in the padding must not leak
+    batch_codes = enc(x, lengths)
+    alone = torch.cat([enc(x[i : i + 1, : lengths[i]]) for i in range(5)])
+    torch.testing.assert_close(batch_codes, alone, atol=1e-5, rtol=1e-5)
