@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from seqae.data import SinesDataModule
+from seqae.data.datamodule import EpochBatchSampler
+
+
+def make(**kwargs) -> SinesDataModule:
+    args = dict(num_sequences=100, seq_len=20, num_features=4, batch_size=8, seed=3)
+    dm = SinesDataModule(**{**args, **kwargs})
+    dm.setup("fit")
+    return dm
+
+
+def test_same_seed_same_data_and_splits():
+    a, b = make(), make()
+    for split in ("train", "val", "test"):
+        assert torch.equal(a.splits[split].x, b.splits[split].x)
+    assert not torch.equal(make(seed=4).splits["train"].x, a.splits["train"].x)
+
+
+def test_splits_partition_the_sequences():
+    dm = make(val_fraction=0.2, test_fraction=0.1)
+    sizes = {k: len(v) for k, v in dm.splits.items()}
+    assert sizes == {"train": 70, "val": 20, "test": 10}
+    assert dm.splits["train"].x.shape[1:] == (20, 4) and dm.num_features == 4
+    assert dm.splits["train"].labels.dtype == torch.long
+
+
+def test_normalisation_comes_from_the_training_split():
+    dm = make()
+    loc, scale = dm.normalization()
+    train = dm.splits["train"].x.reshape(-1, 4)
+    torch.testing.assert_close(loc, train.mean(0), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(scale, train.std(0), atol=1e-5, rtol=1e-5)
+    lo, width = make(normalize="minmax").normalization()
+    torch.testing.assert_close(lo, train.min(0).values)
+    torch.testing.assert_close(width, train.max(0).values - train.min(0).values)
+
+
+def test_batches_are_slices_with_the_configured_size():
+    dm = make()
+    batches = list(dm.train_dataloader())
+    assert [len(b["x"]) for b in batches] == [8] * 10
+    assert set(batches[0]) == {"x", "labels"}
+
+
+def test_shuffle_order_depends_only_on_seed_and_epoch():
+    a, b = EpochBatchSampler(50, 8, True, seed=1), EpochBatchSampler(50, 8, True, seed=1)
+    a.set_epoch(3)
+    b.set_epoch(3)
+    assert [x.tolist() for x in a] == [x.tolist() for x in b]
+    b.set_epoch(4)
+    assert [x.tolist() for x in a] != [x.tolist() for x in b]
+    assert sorted(torch.cat(list(a)).tolist()) == list(range(50))
+
+
+def test_ranks_get_disjoint_batches_and_the_same_count():
+    ranks = [EpochBatchSampler(50, 4, True, seed=0, rank=r, world=2) for r in range(2)]
+    r0, r1 = (list(s) for s in ranks)
+    assert len(r0) == len(r1) == len(ranks[0])
+    seen = torch.cat(r0 + r1).tolist()
+    assert set(seen) == set(range(50))  # every sequence, the tail wrapped around to even it out
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"num_sequences": 3}, "cannot be split"),
+        ({"val_fraction": 0.6, "test_fraction": 0.5}, "must leave sequences to train on"),
+        ({"batch_size": 0}, "batch_size must be a positive integer"),
+        ({"normalize": "zscore"}, "normalize must be one of"),
+        ({"seq_len": 0}, "seq_len must be a positive integer"),
+    ],
+)
+def test_bad_settings_fail_before_training(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        make(**kwargs)
