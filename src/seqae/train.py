@@ -1,0 +1,122 @@
+"""The training task: compose -> instantiate -> fit -> test the best checkpoint -> metrics.json.
+
+``train.py`` at the repository root is the Hydra entry point; it calls ``train(cfg)``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+# Metric columns of TensorBoard's HPARAMS tab; they fill in as the run logs these tags.
+HPARAM_METRICS = ("hp/val_loss_best", "test/loss", "test/mse", "test/mae")
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train and test one model; returns the flat metrics that also land in ``metrics.json``."""
+    output_dir = Path(cfg.paths.output_dir)
+    refuse_to_overwrite(output_dir, cfg.get("ckpt_path"))
+    if cfg.get("threads"):
+        torch.set_num_threads(cfg.threads)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")  # the model's input size and normalisation come from the data
+    model = instantiate(cfg.model, input_size=datamodule.num_features)
+    model.set_normalization(*datamodule.normalization())
+
+    callbacks, loggers = instantiate_each(cfg.get("callbacks")), instantiate_each(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    log_hyperparameters(trainer, cfg)
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics = scalar_metrics(trainer.callback_metrics)
+    if cfg.get("test"):
+        best = getattr(trainer.checkpoint_callback, "best_model_path", "")
+        if not best:
+            log.warning("No best checkpoint was saved; testing the weights at the end of training.")
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+        metrics.update(scalar_metrics(trainer.callback_metrics))
+
+    metrics = {k: v for k, v in sorted(metrics.items()) if k.split("/")[0] in ("train", "val", "test")}
+    metrics.update(epochs=trainer.current_epoch, steps=trainer.global_step, **config_choices())
+    if trainer.is_global_zero:
+        write_json_atomically(output_dir / "metrics.json", metrics)
+        log.info("Metrics: %s", json.dumps(metrics))
+        log.info("Run folder: %s", output_dir)
+    return metrics
+
+
+def instantiate_each(group: DictConfig | None) -> list[Any]:
+    """Instantiate every named entry of a group such as ``callbacks`` or ``logger``."""
+    return [instantiate(c) for c in (group or {}).values() if isinstance(c, DictConfig) and "_target_" in c]
+
+
+def optimized_metric(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
+    """The value a sweeper minimises (``optimized_metric`` in the config), or None if unset."""
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    if name not in metrics:
+        raise KeyError(
+            f"optimized_metric={name!r} was not logged by this run; logged metrics: {sorted(metrics)}."
+        )
+    return metrics[name]
+
+
+def refuse_to_overwrite(output_dir: Path, ckpt_path: str | None) -> None:
+    """An earlier run's results are never overwritten by a fresh run pointed at its folder."""
+    earlier = [p for p in (output_dir / "metrics.json", output_dir / "checkpoints") if p.exists()]
+    if earlier and ckpt_path is None:
+        raise FileExistsError(
+            f"The run folder {output_dir} already holds an earlier run ({', '.join(p.name for p in earlier)}). "
+            f"Refusing to overwrite it: drop the hydra.run.dir override to start a fresh run folder, "
+            f"or pass ckpt_path=<checkpoint> to continue that run."
+        )
+
+
+def log_hyperparameters(trainer: L.Trainer, cfg: DictConfig) -> None:
+    """One hparams summary per run: the resolved config plus the chosen groups, with real metric columns."""
+    params = OmegaConf.to_container(cfg, resolve=True)
+    params.pop("hydra", None)
+    params["choices"] = config_choices()
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(params, dict.fromkeys(HPARAM_METRICS, math.nan))
+        else:
+            logger.log_hyperparams(params)
+
+
+def config_choices() -> dict[str, str]:
+    """Which option of each config group this run used, e.g. {"encoder": "stacked"}."""
+    if not HydraConfig.initialized():
+        return {}
+    choices = HydraConfig.get().runtime.choices
+    skip = ("hydra", "paths")
+    return {k: str(v) for k, v in choices.items() if k.split("/")[0] not in skip and v is not None}
+
+
+def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, torch.Tensor) and v.numel() == 1}
+
+
+def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
+    """Write to a temporary file, then rename: a kill mid-write never leaves a truncated file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)

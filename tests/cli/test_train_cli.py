@@ -1,0 +1,80 @@
+"""`python train.py ...` in a fresh process, exactly as a user types it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing import event_accumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from tests.conftest import TINY, run_cli
+
+
+def read_events(run_dir: Path) -> event_accumulator.EventAccumulator:
+    (event_file,) = sorted((run_dir / "tensorboard").rglob("events.out.tfevents.*"))[:1]
+    acc = event_accumulator.EventAccumulator(str(event_file), size_guidance={"scalars": 0, "images": 0})
+    return acc.Reload()
+
+
+def hparams_metric_tags(acc: event_accumulator.EventAccumulator) -> set[str]:
+    content = acc.PluginTagToContent("hparams")
+    data = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"])
+    return {m.name.tag for m in data.experiment.metric_infos}
+
+
+@pytest.mark.slow
+def test_a_run_writes_metrics_checkpoints_and_tensorboard_events(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = run_cli(
+        *TINY, "encoder=stacked", "readout=cell", "trainer.log_every_n_steps=1", f"hydra.run.dir={run_dir}"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert {"val/loss_best", "test/loss", "test/mse", "test/mae"} <= set(metrics)
+    assert metrics["encoder"] == "stacked" and metrics["readout"] == "cell"
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+
+    acc = read_events(run_dir)
+    scalars = set(acc.Tags()["scalars"])
+    assert {"train/loss", "val/loss", "val/mse", "test/mse"} <= scalars
+    assert [e.step for e in acc.Scalars("val/loss")] and len(acc.Scalars("val/loss")) == 2
+    assert {"hp/val_loss_best", "test/mse"} <= hparams_metric_tags(acc)
+    assert "val/reconstruction" in acc.Tags()["images"]
+
+
+@pytest.mark.slow
+def test_a_multirun_gives_one_folder_per_job_each_with_its_metrics(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_cli(
+        "-m",
+        *TINY,
+        "trainer.max_epochs=1",
+        "callbacks=none",
+        "encoder=single,stacked",
+        "readout=hidden,cell",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert [p.name for p in jobs] == ["0", "1", "2", "3"]
+    seen = {
+        (m["encoder"], m["readout"]) for m in (json.loads((j / "metrics.json").read_text()) for j in jobs)
+    }
+    assert seen == {("single", "hidden"), ("single", "cell"), ("stacked", "hidden"), ("stacked", "cell")}
+
+
+def test_a_misspelled_key_fails_naming_it(tmp_path):
+    proc = run_cli("trainer.max_epoch=3", f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode != 0
+    assert "max_epoch" in proc.stderr
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_an_unknown_group_option_fails_naming_it_and_the_choices(tmp_path):
+    proc = run_cli("encoder=stackd", f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode != 0
+    assert "stackd" in proc.stderr and "stacked" in proc.stderr  # Hydra lists the available options

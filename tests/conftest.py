@@ -1,0 +1,66 @@
+"""Shared fixtures: composed configs with tiny data, and a runner for the real CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+# Small enough that a whole fit takes about a second on one core.
+TINY = [
+    "data.num_sequences=64",
+    "data.seq_len=12",
+    "data.num_features=3",
+    "data.batch_size=16",
+    "model.hidden_size=8",
+    "trainer.max_epochs=2",
+    "trainer.accelerator=cpu",
+    "++callbacks.progress_bar.refresh_rate=0",  # ++: also fine with callbacks=none
+]
+
+torch.set_num_threads(1)
+
+
+def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
+    """The config `python train.py <overrides>` would see, with HydraConfig set as in a real run."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path: Path):
+    def make(*overrides: str) -> DictConfig:
+        return compose_config([*TINY, *overrides], tmp_path / "run")
+
+    yield make
+    GlobalHydra.instance().clear()
+
+
+def run_cli(*args: str, script: str = "train.py", timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run one of the project's entry points in a fresh process, as a user would."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

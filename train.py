@@ -1,0 +1,20 @@
+"""Train a sequence autoencoder: ``python train.py encoder=stacked readout=cell``.
+
+Configs live in ``conf/`` (``python train.py --help`` lists the groups); outputs land in
+``outputs/train/runs/<timestamp>/`` (sweeps: ``outputs/train/multiruns/<timestamp>/<job>/``).
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    # Imported here so that a bad override fails before torch and Lightning are loaded.
+    from seqae.train import optimized_metric, train
+
+    return optimized_metric(cfg, train(cfg))
+
+
+if __name__ == "__main__":
+    main()
