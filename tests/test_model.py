@@ -97,3 +97,73 @@ def test_reverse_valid_steps_keeps_padding_at_the_end():
 def test_bad_hyper_parameters_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SequenceAutoencoder(input_size=2, **kwargs)
+
+
+class Oracle(torch.nn.Module):
+    """A decoder that emits a fixed answer, to check what the model does around the decoder."""
+
+    def __init__(self, answer: torch.Tensor) -> None:
+        super().__init__()
+        self.answer = answer
+
+    def forward(self, code, seq_len, target=None):
+        return self.answer
+
+
+def test_reverse_target_trains_on_the_reversed_input_and_reconstructs_in_original_order():
+    x = torch.randn(3, 6, 2) * 5 + 2
+    lengths = torch.tensor([6, 4, 2])
+    model = SequenceAutoencoder(input_size=2, hidden_size=4, reverse_target=True)
+    model.set_normalization(torch.tensor([2.0, 2.0]), torch.tensor([5.0, 5.0]))
+    # a perfect decoder of a reversing model emits the normalised input backwards
+    model.decoder = Oracle(reverse_valid_steps(model.normalize(x), lengths))
+    assert model.training_step({"x": x, "lengths": lengths}, 0).item() == pytest.approx(0.0, abs=1e-10)
+    recon = model(x, lengths)
+    valid = torch.arange(6) < lengths.unsqueeze(-1)
+    torch.testing.assert_close(recon[valid], x[valid])  # original order and units
+
+
+def test_pinned_loss_of_the_default_model(tmp_path):
+    """A silent change to the encoder, decoder, loss, data or optimiser moves this number.
+
+    If you changed one of them on purpose, check the change and re-pin the value.
+    """
+    L.seed_everything(1234, verbose=False)
+    dm = tiny_data(num_sequences=64, seed=1234)
+    dm.setup("fit")
+    model = SequenceAutoencoder(input_size=3, hidden_size=8, lr=0.003, scheduler="cosine")
+    model.set_normalization(*dm.normalization())
+    trainer = quiet_trainer(tmp_path, max_steps=6, deterministic=True, enable_checkpointing=False)
+    trainer.fit(model, datamodule=dm)
+    loss = trainer.validate(model, datamodule=dm, verbose=False)[0]["val/loss"]
+    assert loss == pytest.approx(PINNED_VAL_LOSS, rel=1e-4)
+
+
+PINNED_VAL_LOSS = 0.93328243  # measured with torch 2.13.0 CPU
+
+
+@pytest.mark.parametrize("scheduler", ["cosine", "plateau"])
+def test_several_steps_per_call_train_exactly_as_one_step_per_call(tmp_path, scheduler):
+    """The fast path (steps_per_call > 1, manual optimization) makes the same optimizer steps on the
+    same batches, clipping and scheduling as Lightning's automatic optimization does."""
+    runs = []
+    for steps_per_call in (1, 3):
+        torch.manual_seed(0)
+        dm = tiny_data(num_sequences=120)  # 96 train sequences: 6 batches, so the last call takes 0 of 3
+        args = dict(input_size=3, hidden_size=8, lr=0.05, scheduler=scheduler, gradient_clip_val=0.5)
+        model = SequenceAutoencoder(**args, steps_per_call=steps_per_call)
+        trainer = quiet_trainer(tmp_path, max_epochs=3, enable_checkpointing=False)
+        trainer.fit(model, datamodule=dm)
+        runs.append((model, trainer))
+    (slow, slow_trainer), (fast, fast_trainer) = runs
+    assert fast_trainer.global_step == slow_trainer.global_step == 3 * 6
+    assert fast.optimizers().param_groups[0]["lr"] == pytest.approx(slow.optimizers().param_groups[0]["lr"])
+    for (name, a), b in zip(slow.state_dict().items(), fast.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+def test_steps_per_call_must_be_a_positive_integer():
+    with pytest.raises(ValueError, match="model.steps_per_call must be a positive integer, got 0"):
+        SequenceAutoencoder(input_size=3, steps_per_call=0)
+    with pytest.raises(ValueError, match="model.gradient_clip_val must be a positive number or null"):
+        SequenceAutoencoder(input_size=3, gradient_clip_val=-1.0)
