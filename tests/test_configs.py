@@ -9,7 +9,6 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from seqae.model import SequenceAutoencoder
-
 from seqae.train import instantiate_each
 from tests.conftest import CONF
 
@@ -56,6 +55,8 @@ def test_every_valid_combination_trains_and_loads_from_its_checkpoint(
 @pytest.mark.parametrize("group", ["data", "model", "trainer", "logger", "callbacks", "debug", "experiment"])
 def test_every_option_of_every_group_instantiates(tiny_cfg, group):
     for option in options(group):
+        if group == "data" and option != "sines":
+            continue  # TINY's keys are sines' own; the file sources are composed in tests/data/test_data_configs.py
         cfg = tiny_cfg(f"{group}={option}")
         dm = instantiate(cfg.data)
         instantiate(cfg.model, input_size=3)

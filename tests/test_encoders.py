@@ -120,3 +120,21 @@ def test_padded_batch_gives_the_codes_of_each_sequence_alone(readout, bidirectio
     batch_codes = enc(x, lengths)
     alone = torch.cat([enc(x[i : i + 1, : lengths[i]]) for i in range(5)])
     torch.testing.assert_close(batch_codes, alone, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("readout", ["cell", "both"])
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_segmented_final_states_equal_a_packed_run_in_value_and_gradient(readout, num_layers):
+    torch.manual_seed(0)
+    encoder = LSTMEncoder(3, 5, num_layers, readout)
+    x = torch.randn(6, 9, 3, requires_grad=True)
+    lengths = torch.tensor([9, 4, 4, 7, 1, 9])
+    codes = encoder(x, lengths)
+    (grad,) = torch.autograd.grad(codes.square().sum(), x)
+
+    packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    _, state = encoder.lstm(packed)
+    expected = encoder._read(None, state, lengths)
+    (expected_grad,) = torch.autograd.grad(expected.square().sum(), x)
+    torch.testing.assert_close(codes, expected)
+    torch.testing.assert_close(grad, expected_grad)

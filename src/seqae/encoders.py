@@ -57,22 +57,46 @@ class LSTMEncoder(nn.Module):
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         """x: [B, T, F]; lengths: [B] valid steps per sequence (None = all T). Returns [B, C]."""
+        if lengths is not None and bool((lengths == x.shape[1]).all()):
+            lengths = None  # an equal-length batch (e.g. a length bucket) is exact without packing
         if lengths is None:
             out, state = self.lstm(x)
-        elif self._padded_run_is_exact():
+        elif self.lstm.bidirectional:  # the backward direction must start at each sequence's own end
+            packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            out, state = self.lstm(packed)
+            out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+        elif self.readout in ("hidden", "mean"):
             # The top layer's outputs up to each sequence's end do not depend on the padding,
             # so the padded (fast, fused) run is exact for these readouts.
             out, state = self.lstm(x)
             if self.readout == "hidden":
                 return self._project(out[torch.arange(x.shape[0], device=x.device), lengths - 1])
-        else:
-            packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-            out, state = self.lstm(packed)
-            out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+        else:  # cell states (and lower layers) are read where each sequence ends
+            out, state = None, self._final_state_by_segments(x, lengths)
         return self._project(self._read(out, state, lengths))
 
-    def _padded_run_is_exact(self) -> bool:
-        return not self.lstm.bidirectional and self.readout in ("hidden", "mean")
+    def _final_state_by_segments(self, x: Tensor, lengths: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        """Each sequence's final state at its own last step, exactly, without packing.
+
+        The fused LSTM runs from one distinct length of the batch to the next, carrying the state
+        of the sequences that go on. A length-bucketed batch has few distinct lengths, so this is
+        a few fused calls, several times faster than a packed run on CPU.
+        """
+        lengths = lengths.to(x.device)
+        lstm_state = isinstance(self.lstm, nn.LSTM)
+        parts = 2 if lstm_state else 1
+        final = [x.new_empty(self.lstm.num_layers, x.shape[0], self.lstm.hidden_size) for _ in range(parts)]
+        active, state, start = torch.arange(x.shape[0], device=x.device), None, 0
+        for end in torch.unique(lengths).tolist():  # ascending
+            _, state = self.lstm(x[active, start:end], state)
+            state = state if lstm_state else (state,)
+            done = lengths[active] == end
+            for f, s in zip(final, state, strict=True):
+                f[:, active[done]] = s[:, done]
+            active, start = active[~done], end
+            state = tuple(s[:, ~done].contiguous() for s in state)
+            state = state if lstm_state else state[0]
+        return tuple(final) if lstm_state else final[0]
 
     def _read(self, out: Tensor, state: Tensor | tuple[Tensor, Tensor], lengths: Tensor | None) -> Tensor:
         if self.readout == "mean":
@@ -114,9 +138,11 @@ def check_encoder_args(
     """Fail at construction, with the option's name, rather than deep inside a training step."""
     for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"encoder {name} must be a positive integer, got {value!r}.")
+            raise ValueError(
+                f"{name} must be a positive integer (model.{name} in the config), got {value!r}."
+            )
     if latent_size is not None and (not isinstance(latent_size, int) or latent_size < 1):
-        raise ValueError(f"encoder latent_size must be a positive integer or null, got {latent_size!r}.")
+        raise ValueError(f"model.latent_size must be a positive integer or null, got {latent_size!r}.")
     if cell not in CELLS:
         raise ValueError(f"encoder cell must be one of {CELLS}, got {cell!r}.")
     if readout not in READOUTS:
@@ -127,4 +153,4 @@ def check_encoder_args(
             f"readout=mean with encoder=gru, or an LSTM encoder with readout={readout!r}."
         )
     if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"encoder dropout must be in [0, 1), got {dropout!r}.")
+        raise ValueError(f"model.dropout must be in [0, 1), got {dropout!r}.")

@@ -1,27 +1,41 @@
 """The DataModule every data source shares: split, normalisation statistics, batching.
 
-A source is a subclass that implements ``load()`` and returns a ``SequenceData``; everything
-else (splits, statistics from the training split only, slicing batches out of tensors,
-sharding batches across DDP ranks, a shuffle order derived from seed and epoch) lives here.
+A source is a subclass that implements ``load()`` and returns a ``SequenceData`` (or, for an
+archive with official splits, ``{"train": ..., "test": ...}``); everything else (splits,
+statistics from the training split only, slicing batches out of tensors or memory maps,
+bucketing variable-length sequences, sharding batches across DDP ranks, a shuffle order derived
+from seed and epoch) lives here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import lightning as L
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from seqae.data import rows
+from seqae.data.rows import LazyRows
+
 NORMALIZATIONS = ("standard", "minmax", "none")
+SPLITS = ("train", "val", "test", "all")
+
+
+class DataError(ValueError):
+    """Data that cannot be trained on; the message names the file and what was expected."""
 
 
 @dataclass
 class SequenceData:
-    """x: [N, T, F] float; lengths: [N] valid steps (None = all T); labels: [N] int ids."""
+    """x: [N, T, F] float (a tensor, or ``LazyRows`` read on demand: ``x[index]`` gives a tensor
+    either way); lengths: [N] valid steps (None = all T); labels: [N] int ids (None = unlabelled).
+    """
 
-    x: Tensor
+    x: Tensor | LazyRows
     lengths: Tensor | None = None
     labels: Tensor | None = None
 
@@ -29,17 +43,57 @@ class SequenceData:
         return self.x.shape[0]
 
     def subset(self, index: Tensor) -> SequenceData:
+        """The sequences at ``index`` (a copy for tensors, an index view for ``LazyRows``)."""
         return SequenceData(
-            self.x[index],
+            self.x.subset(index) if isinstance(self.x, LazyRows) else self.x[index],
             None if self.lengths is None else self.lengths[index],
             None if self.labels is None else self.labels[index],
         )
+
+    def chunks(self, nbytes: int | None = None) -> Iterator[tuple[Tensor, Tensor | None]]:
+        """(x, lengths) over every sequence, a bounded number of bytes at a time, in storage order."""
+        nbytes = nbytes or rows.CHUNK_BYTES
+        if isinstance(self.x, LazyRows):
+            for positions, x in self.x.chunks(nbytes):
+                yield x, None if self.lengths is None else self.lengths[torch.from_numpy(positions)]
+            return
+        step = max(1, nbytes // max(1, self.x[:1].numel() * 4))
+        for start in range(0, len(self), step):
+            yield (
+                self.x[start : start + step],
+                None if self.lengths is None else self.lengths[start : start + step],
+            )
+
+
+def concat(parts: list[SequenceData]) -> SequenceData:
+    """In-memory sequences one after another, padded to the longest T (lengths keep them exact)."""
+    t = max(p.x.shape[1] for p in parts)
+    x = torch.cat([torch.nn.functional.pad(p.x, (0, 0, 0, t - p.x.shape[1])) for p in parts])
+    lengths = None
+    if any(p.lengths is not None or p.x.shape[1] != t for p in parts):
+        lengths = torch.cat([full_lengths(p) for p in parts])
+    labels = None
+    if all(p.labels is not None for p in parts):
+        labels = torch.cat([p.labels for p in parts])
+    return SequenceData(x, lengths, labels)
+
+
+def full_lengths(data: SequenceData) -> Tensor:
+    if data.lengths is not None:
+        return data.lengths
+    return torch.full((len(data),), data.x.shape[1], dtype=torch.long)
 
 
 class SequenceDataModule(L.LightningDataModule):
     """Splits a source into train/val/test and serves batches sliced from tensors.
 
     ``batch_size`` is the global batch: under DDP each rank gets ``batch_size / world_size``.
+    ``bucketing``: variable-length sequences are batched with others of similar length and each
+    batch is cut to its own longest sequence (see ``BucketBatchSampler``).
+
+    For an archive with an official TRAIN/TEST split (``load()`` returns both), ``test`` is the
+    official TEST file, ``val`` is carved out of TRAIN for training, and ``split_data("train")``
+    is the whole official TRAIN file (train + val), so downstream probes see the archive's splits.
     """
 
     name = "sequences"  # what error messages call this source
@@ -51,6 +105,7 @@ class SequenceDataModule(L.LightningDataModule):
         test_fraction: float = 0.1,
         normalize: str = "standard",
         seed: int = 0,
+        bucketing: bool = True,
     ) -> None:
         super().__init__()
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -66,82 +121,167 @@ class SequenceDataModule(L.LightningDataModule):
         if normalize not in NORMALIZATIONS:
             raise ValueError(f"data.normalize must be one of {NORMALIZATIONS}, got {normalize!r}.")
         self.batch_size, self.val_fraction, self.test_fraction = batch_size, val_fraction, test_fraction
-        self.normalize, self.seed = normalize, seed
+        self.normalize, self.seed, self.bucketing = normalize, seed, bucketing
         self.splits: dict[str, SequenceData] = {}
+        self.label_names: list[str] | None = None  # label id -> the data's own name for it
+        self._whole: dict[str, SequenceData] = {}  # "all" and the official "train" of an archive
 
-    def load(self) -> SequenceData:
-        """Return every sequence of the source. Subclasses implement this."""
+    def load(self) -> SequenceData | dict[str, SequenceData]:
+        """Every sequence of the source, or ``{"train": ..., "test": ...}`` for official splits."""
         raise NotImplementedError
+
+    def describe(self) -> str:
+        """How error messages name this data (sources that read files name the file)."""
+        return self.name
 
     # -- set-up ----------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         if self.splits:  # train.py sets up once to size the model; Lightning calls again
             return
         data = self.load()
+        generator = torch.Generator().manual_seed(self.seed)
+        if isinstance(data, dict):  # official TRAIN / TEST: validation comes out of TRAIN
+            train, test = data["train"], data["test"]
+            n = len(train)
+            n_val = round(n * self.val_fraction)
+            self._check_split_sizes(n + len(test), n - n_val, n_val, len(test), official=True)
+            order = torch.randperm(n, generator=generator)
+            self.splits = {
+                "train": train.subset(order[: n - n_val]),
+                "val": train.subset(order[n - n_val :]),
+                "test": test,
+            }
+            self._whole = {"train": train, "all": concat([train, test])}
+            return
         n = len(data)
         n_val, n_test = round(n * self.val_fraction), round(n * self.test_fraction)
+        self._check_split_sizes(n, n - n_val - n_test, n_val, n_test)
+        order = torch.randperm(n, generator=generator)
         n_train = n - n_val - n_test
-        if n_train < 1 or (self.val_fraction > 0 and n_val < 1) or (self.test_fraction > 0 and n_test < 1):
-            raise ValueError(
-                f"data ({self.name}): {n} sequences cannot be split into train/val/test with "
-                f"val_fraction={self.val_fraction} and test_fraction={self.test_fraction}: "
-                f"that leaves {n_train}/{n_val}/{n_test}; every split needs at least one sequence."
-            )
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
         self.splits = {
             "train": data.subset(order[:n_train]),
             "val": data.subset(order[n_train : n_train + n_val]),
             "test": data.subset(order[n_train + n_val :]),
         }
+        self._whole = {"all": data}
+
+    def _check_split_sizes(
+        self, n: int, n_train: int, n_val: int, n_test: int, official: bool = False
+    ) -> None:
+        if n == 0:
+            raise DataError(f"{self.describe()}: holds no sequences; expected at least one.")
+        if (
+            n_train >= 1
+            and (self.val_fraction == 0 or n_val >= 1)
+            and (n_test >= 1 or (not official and self.test_fraction == 0))
+        ):
+            return
+        how = (
+            f"the official TEST file ({n_test}) and data.val_fraction={self.val_fraction} of the "
+            f"{n_train + n_val} TRAIN sequences"
+            if official
+            else f"data.val_fraction={self.val_fraction} and data.test_fraction={self.test_fraction}"
+        )
+        raise DataError(
+            f"{self.describe()}: {n} sequences cannot be split into train/val/test with {how}: that "
+            f"leaves {n_train}/{n_val}/{n_test}; every split needs at least one sequence. Lower the "
+            f"fractions or use more data."
+        )
 
     @property
     def num_features(self) -> int:
         return self.splits["train"].x.shape[-1]
 
+    def split_data(self, split: str) -> SequenceData:
+        """The sequences of ``split``: train, val, test, or all (every sequence, source order).
+
+        For archive data ``train`` is the whole official TRAIN file (train + val).
+        """
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
+        self.setup()
+        return self._whole[split] if split in self._whole else self.splits[split]
+
     def normalization(self) -> tuple[Tensor, Tensor]:
-        """Per-feature (loc, scale) of the training split's valid steps: the model uses (x - loc) / scale."""
+        """Per-feature (loc, scale) of the training split's valid steps: the model uses (x - loc) / scale.
+
+        Computed in chunks (Chan et al.'s pairwise mean/variance update), so memory stays flat
+        however large the training split is.
+        """
         train = self.splits["train"]
-        x = train.x.reshape(-1, train.x.shape[-1]).double()
-        if train.lengths is not None:
-            mask = torch.arange(train.x.shape[1]) < train.lengths.unsqueeze(-1)
-            x = x[mask.reshape(-1)]
+        f = train.x.shape[-1]
+        count, mean, m2 = 0, torch.zeros(f, dtype=torch.float64), torch.zeros(f, dtype=torch.float64)
+        low = torch.full((f,), torch.inf, dtype=torch.float64)
+        high = torch.full((f,), -torch.inf, dtype=torch.float64)
+        for x, lengths in train.chunks():
+            x = x.double()
+            x = x[steps_mask(lengths, x.shape[1])] if lengths is not None else x.reshape(-1, f)
+            if not len(x):
+                continue
+            n_b, mean_b = len(x), x.mean(0)
+            delta, total = mean_b - mean, count + n_b
+            m2 = m2 + ((x - mean_b) ** 2).sum(0) + delta**2 * count * n_b / total
+            mean, count = mean + delta * n_b / total, total
+            low, high = torch.minimum(low, x.min(0).values), torch.maximum(high, x.max(0).values)
         if self.normalize == "standard":
-            loc, scale = x.mean(0), x.std(0)
+            loc, scale = mean, (m2 / max(count - 1, 1)).sqrt()
         elif self.normalize == "minmax":
-            loc, scale = x.min(0).values, x.max(0).values - x.min(0).values
+            loc, scale = low, high - low
         else:
-            loc, scale = torch.zeros(x.shape[1]), torch.ones(x.shape[1])
+            loc, scale = torch.zeros(f), torch.ones(f)
         scale = torch.where(scale > 1e-12, scale, torch.ones_like(scale))  # constant features
         return loc.float(), scale.float()
 
     # -- batches ---------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return self._loader(self.splits["train"], shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._loader(self.splits["val"], shuffle=False, by_length=True)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader(self.splits["test"], shuffle=False, by_length=True)
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+    def split_loader(self, split: str, shuffle: bool = False) -> DataLoader:
+        """Batches of ``split`` for one process (not sharded); without shuffle, in the split's order,
+        so row i of the concatenated outputs is row i of ``split_data(split)``.
+        """
+        return self._loader(self.split_data(split), shuffle=shuffle, shard=False)
+
+    def _loader(
+        self, data: SequenceData, shuffle: bool, by_length: bool = False, shard: bool = True
+    ) -> DataLoader:
+        rank, world = (
+            (self.trainer.global_rank, self.trainer.world_size) if shard and self.trainer else (0, 1)
+        )
         if self.batch_size % world:
             raise ValueError(
                 f"data.batch_size={self.batch_size} is the global batch and must divide evenly over "
                 f"{world} processes (trainer.devices x trainer.num_nodes); choose a multiple of {world}."
             )
-        sampler = EpochBatchSampler(
-            len(self.splits[split]), self.batch_size // world, shuffle, self.seed, rank, world
-        )
+        args = (self.batch_size // world, shuffle, self.seed, rank, world)
+        if data.lengths is not None and self.bucketing and (shuffle or by_length):
+            sampler: Sampler = BucketBatchSampler(data.lengths, *args)
+        else:
+            sampler = EpochBatchSampler(len(data), *args)
         # batch_size=None: the sampler yields whole index batches, the dataset slices them at once.
+        # Its own generator: creating an iterator must not draw from the global RNG, or a resumed
+        # run (which validates once more before training) would draw different dropout masks.
         return DataLoader(
-            BatchSlices(self.splits[split]), sampler=sampler, batch_size=None, collate_fn=_as_is
+            BatchSlices(data),
+            sampler=sampler,
+            batch_size=None,
+            collate_fn=_as_is,
+            generator=torch.Generator(),
         )
 
 
 class BatchSlices(Dataset):
-    """Indexed by a whole batch of indices; returns the batch as one slice per tensor."""
+    """Indexed by a whole batch of indices; returns the batch as one slice per tensor.
+
+    A variable-length batch is cut to its own longest sequence and its padding set to zero
+    (files may pad with NaN; the masked loss multiplies padding by zero, and NaN * 0 is NaN).
+    """
 
     def __init__(self, data: SequenceData) -> None:
         self.data = data
@@ -150,9 +290,13 @@ class BatchSlices(Dataset):
         return len(self.data)
 
     def __getitem__(self, index: Tensor) -> dict[str, Tensor]:
-        batch = {"x": self.data.x[index]}
+        x = self.data.x[index]
+        batch = {"x": x}
         if self.data.lengths is not None:
-            batch["lengths"] = self.data.lengths[index]
+            lengths = self.data.lengths[index]
+            x = x[:, : int(lengths.max())]
+            batch["x"] = x.masked_fill(~steps_mask(lengths, x.shape[1]).unsqueeze(-1), 0.0)
+            batch["lengths"] = lengths
         if self.data.labels is not None:
             batch["labels"] = self.data.labels[index]
         return batch
@@ -189,6 +333,80 @@ class EpochBatchSampler(Sampler[Tensor]):
             batch = order[start : start + self.batch_size]
             if len(batch):
                 yield batch
+
+
+class BucketBatchSampler(Sampler[Tensor]):
+    """Batches of similar length, so a batch is cut to little more than its own sequences.
+
+    Shuffled (training): a seeded permutation of (seed, epoch) is cut into pools of
+    ``pool_batches`` batches, each pool is sorted by length and cut into batches, and the
+    batches are shuffled; pools keep batches varied from epoch to epoch. Not shuffled: batches
+    of the sequences sorted by length. Sharded like ``EpochBatchSampler``: batch ``i * world +
+    rank`` goes to ``rank``, and every rank gets the same number of batches.
+    """
+
+    def __init__(
+        self,
+        lengths: Tensor,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        rank: int = 0,
+        world: int = 1,
+        pool_batches: int = 50,
+    ):
+        self.lengths, self.batch_size, self.shuffle, self.seed = lengths, batch_size, shuffle, seed
+        self.rank, self.world, self.epoch, self.pool_batches = rank, world, 0, pool_batches
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        batches = -(-len(self.lengths) // self.batch_size)
+        return -(-batches // self.world)
+
+    def __iter__(self):
+        n = len(self.lengths)
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(n, generator=g)
+            pool = self.batch_size * self.world * self.pool_batches
+            order = torch.cat(
+                [p[torch.sort(self.lengths[p], stable=True).indices] for p in order.split(pool)]
+            )
+        else:
+            order = torch.sort(self.lengths, stable=True).indices
+        batches = list(order.split(self.batch_size))
+        if self.shuffle:
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=g)]
+        total = len(self) * self.world
+        batches = (batches * -(-total // len(batches)))[:total] if batches else []
+        yield from batches[self.rank :: self.world]
+
+
+def steps_mask(lengths: Tensor, max_len: int) -> Tensor:
+    """[B] lengths -> [B, T] boolean mask of valid steps."""
+    return torch.arange(max_len) < lengths.to(torch.long).unsqueeze(-1)
+
+
+def label_ids(values: np.ndarray | list, source: str) -> tuple[Tensor, list[str]]:
+    """Labels of any type -> (int ids [N], names): numbers sort numerically, other names as text."""
+    names = [str(v).strip() for v in np.asarray(values).reshape(-1).tolist()]
+    unique = sorted(set(names), key=lambda s: (0, float(s), s) if _is_number(s) else (1, 0.0, s))
+    if any(not _is_number(s) for s in unique) and any(_is_number(s) for s in unique):
+        unique = sorted(set(names))
+    ids = {name: i for i, name in enumerate(unique)}
+    if not names:
+        raise DataError(f"{source}: holds no labels.")
+    return torch.tensor([ids[n] for n in names], dtype=torch.long), unique
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _as_is(batch: dict[str, Tensor]) -> dict[str, Tensor]:

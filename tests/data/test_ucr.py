@@ -1,0 +1,159 @@
+"""data=ucr: the UCR 2018 .tsv layout and the UCR/UEA .ts format, official splits, bad files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from seqae.data import DataError, UCRDataModule
+
+
+def write_tsv(root: Path, name: str = "Tiny", n_train: int = 10, n_test: int = 6, seed: int = 0) -> Path:
+    """A UCR-2018-style folder: label first, tab-separated, trailing NaN for shorter series."""
+    rng = np.random.default_rng(seed)
+    folder = root / name
+    folder.mkdir(parents=True)
+    for split, n in (("TRAIN", n_train), ("TEST", n_test)):
+        lines = []
+        for i in range(n):
+            length = 8 if i % 3 else 5
+            values = [f"{v:.4f}" for v in rng.standard_normal(length)] + ["NaN"] * (8 - length)
+            lines.append("\t".join([str([1, 2, -1][i % 3]), *values]))
+        (folder / f"{name}_{split}.tsv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def make(root: Path, name: str = "Tiny", **kwargs) -> UCRDataModule:
+    dm = UCRDataModule(root=str(root), name=name, **{"batch_size": 4, "seed": 0, **kwargs})
+    dm.setup("fit")
+    return dm
+
+
+def test_tsv_official_test_split_and_validation_out_of_train(tmp_path):
+    write_tsv(tmp_path)
+    dm = make(tmp_path, val_fraction=0.2)
+    assert {k: len(v) for k, v in dm.splits.items()} == {"train": 8, "val": 2, "test": 6}
+    whole_train = dm.split_data("train")  # the whole official TRAIN file, for probes
+    assert len(whole_train) == 10 and len(dm.split_data("all")) == 16
+    assert dm.label_names == ["-1", "1", "2"]
+    assert whole_train.labels.tolist() == [1, 2, 0] * 3 + [1]
+    assert whole_train.lengths.tolist() == [5, 8, 8] * 3 + [5]
+    first = (tmp_path / "Tiny" / "Tiny_TRAIN.tsv").read_text().split("\n")[0].split("\t")[1:6]
+    torch.testing.assert_close(whole_train.x[0, :5, 0], torch.tensor([float(v) for v in first]))
+    assert (whole_train.x[0, 5:] == 0).all()  # padding is zero in memory
+    batch = next(iter(dm.split_loader("test")))
+    assert set(batch) == {"x", "lengths", "labels"}
+
+
+def test_ts_univariate_equal_length_with_declared_class_order(tmp_path):
+    folder = tmp_path / "Uni"
+    folder.mkdir()
+    header = "# a comment\n@problemName Uni\n@timeStamps false\n@univariate true\n@equalLength true\n@classLabel true b a\n@data\n"
+    (folder / "Uni_TRAIN.ts").write_text(header + "1,2,3,4:a\n5,6,7,8:b\n1,1,1,1:a\n2,2,2,2:b\n3,3,3,3:a\n")
+    (folder / "Uni_TEST.ts").write_text(header + "4,3,2,1:b\n")
+    dm = make(tmp_path, "Uni")
+    assert dm.label_names == ["b", "a"]  # the header's order
+    train = dm.split_data("train")
+    assert train.x.shape == (5, 4, 1) and train.lengths is None
+    assert train.labels.tolist() == [1, 0, 1, 0, 1]
+    assert train.x[1, :, 0].tolist() == [5, 6, 7, 8]
+
+
+def test_ts_multivariate_unequal_length(tmp_path):
+    folder = tmp_path / "Multi"
+    folder.mkdir()
+    header = "@problemName Multi\n@timeStamps false\n@univariate false\n@dimensions 2\n@equalLength false\n@classLabel true x y\n@data\n"
+    cases = ["1,2,3:4,5,6:x", "1,2:3,4:y", "1,2,3,4:5,6,7,8:x", "9:9:y", "1,2,3:1,2,3:x"]
+    (folder / "Multi_TRAIN.ts").write_text(header + "\n".join(cases) + "\n")
+    (folder / "Multi_TEST.ts").write_text(header + "1,2,3,4,5:1,2,3,4,5:y\n")
+    dm = make(tmp_path, "Multi", format="ts")
+    train, everything = dm.split_data("train"), dm.split_data("all")
+    assert dm.num_features == 2 and train.lengths.tolist() == [3, 2, 4, 1, 3]
+    assert train.x[0].tolist() == [[1, 4], [2, 5], [3, 6], [0, 0]]
+    assert everything.x.shape == (6, 5, 2) and everything.lengths.tolist() == [3, 2, 4, 1, 3, 5]
+
+
+def test_ts_without_labels(tmp_path):
+    folder = tmp_path / "NoLab"
+    folder.mkdir()
+    header = "@problemName NoLab\n@classLabel false\n@data\n"
+    (folder / "NoLab_TRAIN.ts").write_text(header + "1,2,3\n4,5,6\n7,8,9\n1,1,1\n2,2,2\n")
+    (folder / "NoLab_TEST.ts").write_text(header + "3,2,1\n")
+    dm = make(tmp_path, "NoLab")
+    assert dm.label_names is None and dm.split_data("train").labels is None
+
+
+def ts(body: str, header: str = "@problemName Bad\n@classLabel true a b\n@data\n") -> str:
+    return header + body
+
+
+@pytest.mark.parametrize(
+    ("train", "error", "message"),
+    [
+        ("1\t0.5\t0.25\n2\t0.5\tabc\n", DataError, r"Bad_TRAIN.tsv, line 2, column 3: 'abc' is not a number"),
+        (
+            "1\t0.5\tNaN\t0.25\n",
+            DataError,
+            r"Bad_TRAIN.tsv, line 1: the value at step 1 is nan, before the sequence ends",
+        ),
+        ("1\tNaN\tNaN\n", DataError, r"Bad_TRAIN.tsv, line 1: the sequence has no values"),
+        ("\n\n", DataError, r"Bad_TRAIN.tsv: holds no sequences"),
+    ],
+)
+def test_bad_tsv_names_the_file_and_line(tmp_path, train, error, message):
+    folder = write_tsv(tmp_path, "Bad")
+    (folder / "Bad_TRAIN.tsv").write_text(train)
+    with pytest.raises(error, match=message):
+        make(tmp_path, "Bad")
+
+
+@pytest.mark.parametrize(
+    ("train", "message"),
+    [
+        (ts("1,2,3:a\n1,2,x:b\n"), r"Bad_TRAIN.ts, line 5, dimension 0, value 3: 'x' is not a number"),
+        (ts("1,2,3:a\n1,?,3:b\n"), r"Bad_TRAIN.ts, line 5: the value at step 1 is nan"),
+        (
+            ts("1,2,3:4,5:a\n"),
+            r"Bad_TRAIN.ts, line 4: the dimensions have \[3, 2\] values; expected the same",
+        ),
+        (ts("1,2:3,4:a\n1,2:b\n"), r"Bad_TRAIN.ts, line 5: 1 dimensions; expected 2"),
+        (
+            "@problemName Bad\n1,2,3:a\n",
+            r"Bad_TRAIN.ts, line 2: '1,2,3:a' before @data; expected header lines",
+        ),
+        ("@problemName Bad\n", r"Bad_TRAIN.ts: no @data line"),
+        (ts("(0,1),(1,2):a\n"), r"Bad_TRAIN.ts, line 4: time-stamped values are not supported"),
+    ],
+)
+def test_bad_ts_names_the_file_and_line(tmp_path, train, message):
+    folder = tmp_path / "Bad"
+    folder.mkdir()
+    (folder / "Bad_TRAIN.ts").write_text(train)
+    (folder / "Bad_TEST.ts").write_text(ts("1,2,3:a\n"))
+    with pytest.raises(DataError, match=message):
+        make(tmp_path, "Bad")
+
+
+def test_missing_archive_files_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"data.root=.*nowhere: no such folder"):
+        make(tmp_path / "nowhere")
+    write_tsv(tmp_path, "GunPoint")
+    with pytest.raises(FileNotFoundError, match=r"no folder .*gunpoint \(did you mean data.name=GunPoint\?"):
+        make(tmp_path, "gunpoint")
+    (tmp_path / "GunPoint" / "GunPoint_TEST.tsv").unlink()
+    with pytest.raises(FileNotFoundError, match=r"GunPoint_TEST.tsv: no such file; a data set needs both"):
+        make(tmp_path, "GunPoint")
+    (tmp_path / "Empty").mkdir()
+    with pytest.raises(
+        FileNotFoundError, match=r"Empty: expected Empty_TRAIN.tsv and Empty_TEST.tsv or Empty_TRAIN.ts"
+    ):
+        make(tmp_path, "Empty")
+
+
+def test_a_train_file_too_small_for_validation_is_refused(tmp_path):
+    write_tsv(tmp_path, n_train=1)
+    with pytest.raises(DataError, match=r"UCR data set Tiny .* cannot be split .* leaves 1/0/6"):
+        make(tmp_path, val_fraction=0.2)
