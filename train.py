@@ -4,8 +4,12 @@ Configs live in ``conf/`` (``python train.py --help`` lists the groups); outputs
 ``outputs/train/runs/<timestamp>/`` (sweeps: ``outputs/train/multiruns/<timestamp>/<job>/``).
 """
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
+
+from seqae.resume import rewrite_argv
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -17,4 +21,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    sys.argv = rewrite_argv(sys.argv)  # resume=<run folder> -> that run's overrides + its last.ckpt
     main()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 
+import lightning as L
 import pytest
 import torch
 
 from seqae.model import SequenceAutoencoder
-from seqae.train import train
+from seqae.train import train, write_json_atomically
 
 
 def test_fast_dev_run_through_the_task(tiny_cfg):
@@ -44,3 +45,47 @@ def test_a_fresh_run_never_overwrites_an_earlier_one(tiny_cfg, tmp_path):
     with pytest.raises(FileExistsError, match="already holds an earlier run"):
         train(tiny_cfg("debug=limit", "trainer.max_epochs=1"))
     assert (tmp_path / "run" / "metrics.json").read_bytes() == before
+
+
+class PoisonWeightsAt(L.Callback):
+    """Turns one encoder weight into NaN at a given step, as a diverging run would."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            with torch.no_grad():
+                pl_module.encoder.lstm.weight_ih_l0[0, 0] = float("nan")
+
+
+def test_a_non_finite_loss_stops_the_run_naming_step_epoch_and_culprit(tiny_cfg, tmp_path):
+    # 64 sequences -> 3 batches of 16 per epoch: step 4 is in epoch 1, after epoch 0's last.ckpt
+    cfg = tiny_cfg(
+        "trainer.max_epochs=3",
+        "+callbacks.poison._target_=tests.test_train.PoisonWeightsAt",
+        "+callbacks.poison.step=4",
+    )
+    with pytest.raises(FloatingPointError) as error:
+        train(cfg)
+    message = str(error.value)
+    assert "epoch 1, global step 4" in message
+    assert "encoder.lstm.weight_ih_l0" in message and "trainer.detect_anomaly=true" in message
+    run = tmp_path / "run"
+    assert not (run / "metrics.json").exists()
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 0 and all(torch.isfinite(t).all() for t in last["state_dict"].values())
+
+
+def test_metrics_json_is_replaced_atomically(tmp_path, monkeypatch):
+    path = tmp_path / "metrics.json"
+    write_json_atomically(path, {"test/mse": 0.5})
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(json, "dumps", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_json_atomically(path, {"test/mse": 0.25})
+    monkeypatch.undo()
+    assert json.loads(path.read_text()) == {"test/mse": 0.5}

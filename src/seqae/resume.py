@@ -1,0 +1,94 @@
+"""`python train.py resume=<run folder> [new overrides]`: continue a run in its own folder.
+
+Resuming is a rewrite of the command line before Hydra sees it, so Hydra composes exactly what
+the run was started with: the run's saved overrides, then the new ones on top, then
+``hydra.run.dir=<run>`` (same folder, same TensorBoard run, same checkpoints) and
+``ckpt_path=<run>/checkpoints/last.ckpt``. Hydra writes the resumed config to
+``<run>/.hydra/resume-<time>/``, so the run's original ``.hydra/`` is never overwritten.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+
+# Keys a resume sets itself; never carried over from a run's saved overrides.
+RESUME_KEYS = ("resume", "ckpt_path", "hydra.run.dir", "hydra.output_subdir")
+
+
+def key_of(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def value_of(argv: list[str], key: str) -> str | None:
+    values = [a.split("=", 1)[1] for a in argv if "=" in a and key_of(a) == key]
+    return values[-1] if values else None
+
+
+def saved_overrides(run: Path) -> list[str]:
+    """The overrides the run was last (re)started with."""
+    folders = [run / ".hydra", *sorted((run / ".hydra").glob("resume-*"))]
+    latest = [f / "overrides.yaml" for f in folders if (f / "overrides.yaml").is_file()][-1]
+    return [o for o in yaml.safe_load(latest.read_text()) or [] if key_of(o) not in RESUME_KEYS]
+
+
+def rewrite_argv(argv: list[str]) -> list[str]:
+    """argv with ``resume=<run>`` expanded; otherwise argv unchanged (after a safety check)."""
+    args = argv[1:]
+    if os.environ.get("LOCAL_RANK", "0") != "0":
+        return argv  # a DDP child that Lightning started with the already rewritten command
+    run_dir = value_of(args, "resume")
+    if run_dir is None or run_dir == "null":
+        refuse_earlier_run_folder(args)
+        return argv
+    run = Path(run_dir).expanduser()
+    if "-m" in args or "--multirun" in args:
+        sys.exit("resume=<run folder> continues one run; for a killed sweep see skip_finished in the README.")
+    if not (run / ".hydra" / "overrides.yaml").is_file():
+        sys.exit(
+            f"resume={run_dir}: {run} is not a seqae run folder (no .hydra/overrides.yaml). "
+            f"Expected a folder such as outputs/train/runs/<timestamp>."
+        )
+    last = run / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        sys.exit(
+            f"resume={run_dir}: {last} does not exist, so there is nothing to continue from "
+            f"(the run stopped before its first epoch ended). Start it again as a fresh run."
+        )
+    new = [a for a in args if "=" in a and key_of(a) not in RESUME_KEYS]
+    flags = [a for a in args if "=" not in a]
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f")
+    print(
+        f"Resuming {run} from {last.name}\n  saved overrides: {saved_overrides(run)}\n  new overrides:   {new}"
+    )
+    return [
+        argv[0],
+        *flags,
+        *saved_overrides(run),
+        *new,
+        f"resume={run}",
+        f"ckpt_path={last}",
+        f"hydra.run.dir={run}",
+        f"hydra.output_subdir=.hydra/resume-{stamp}",
+    ]
+
+
+def refuse_earlier_run_folder(args: list[str]) -> None:
+    """A fresh run pointed at an earlier run's folder stops before Hydra writes anything into it."""
+    run_dir = value_of(args, "hydra.run.dir")
+    if run_dir is None or value_of(args, "ckpt_path") not in (None, "null"):
+        return
+    if "-m" in args or "--multirun" in args:
+        return
+    run = Path(run_dir).expanduser()
+    earlier = [p.name for p in (run / "metrics.json", run / "checkpoints") if p.exists()]
+    if earlier:
+        sys.exit(
+            f"hydra.run.dir={run_dir} already holds an earlier run ({', '.join(earlier)}); refusing to "
+            f"overwrite it. Continue it with `python train.py resume={run_dir}`, or drop hydra.run.dir "
+            f"to start a fresh run folder."
+        )

@@ -1,0 +1,77 @@
+"""Every bad input exits non-zero, names the culprit, and leaves an earlier run exactly as it was.
+
+The README's troubleshooting table lists these cases; keep the two in step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import TINY, run_cli
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def earlier(tmp_path_factory) -> Path:
+    """A finished run that no bad command may touch."""
+    run = tmp_path_factory.mktemp("earlier") / "run"
+    proc = run_cli(*TINY, "trainer.max_epochs=1", f"hydra.run.dir={run}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run
+
+
+def files(tmp: Path) -> dict[str, Path]:
+    corrupt = tmp / "corrupt.ckpt"
+    corrupt.write_bytes(b"PK\x03\x04 not really a checkpoint")
+    nans = np.random.default_rng(0).normal(size=(40, 10, 2)).astype(np.float32)
+    nans[7, 3, 1] = np.nan
+    np.save(tmp / "nans.npy", nans)
+    (tmp / "a_file").write_text("")
+    return {"corrupt": corrupt, "nans": tmp / "nans.npy", "a_file": tmp / "a_file"}
+
+
+# (name, overrides, what the message must name); {run}, {tmp} and {earlier} are filled in per test
+CASES = [
+    ("unknown group option", ["encoder=stackd"], ["stackd", "stacked"]),
+    ("misspelled key", ["trainer.max_epoch=3"], ["max_epoch"]),
+    ("appended unknown key", ["+trainer.max_epoch=3"], ["max_epoch"]),
+    ("wrong type", ["data.batch_size=abc"], ["data.batch_size", "abc"]),
+    ("zero size", ["model.hidden_size=0"], ["model.hidden_size", "0"]),
+    ("gru with a cell readout", ["encoder=gru", "readout=cell"], ["readout='cell'", "GRU"]),
+    ("more devices than cores", ["trainer.accelerator=cpu", "trainer.devices=512"], ["trainer.devices=512"]),
+    ("missing ckpt_path", ["ckpt_path={tmp}/nowhere.ckpt"], ["nowhere.ckpt", "does not exist"]),
+    ("corrupt checkpoint", ["ckpt_path={tmp}/corrupt.ckpt"], ["corrupt.ckpt", "truncated, corrupt"]),
+    (
+        "checkpoint of another shape",
+        ["ckpt_path={earlier}/checkpoints/last.ckpt", "model.hidden_size=16"],
+        ["last.ckpt", "does not match", "hidden_size"],
+    ),
+    ("data file with NaNs", ["data=arrays", "data.path={tmp}/nans.npy"], ["nans.npy", "NaN"]),
+    ("unwritable output folder", ["hydra.run.dir={tmp}/a_file/run"], ["a_file"]),
+    ("fresh run into an earlier run's folder", ["hydra.run.dir={earlier}"], ["already holds an earlier run"]),
+    ("resume of a folder that is not a run", ["resume={tmp}"], ["is not a seqae run folder"]),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "overrides", "named"), CASES, ids=[c[0] for c in CASES])
+def test_bad_input_fails_clearly_and_touches_nothing(earlier, tmp_path, name, overrides, named):
+    files(tmp_path)
+    before = snapshot(earlier)
+    fill = {"tmp": tmp_path, "earlier": earlier}
+    args = [o.format(**fill) for o in overrides]
+    if not any(a.startswith(("hydra.run.dir=", "resume=")) for a in args):
+        args.append(f"hydra.run.dir={tmp_path / 'run'}")
+    tiny = TINY if "data=arrays" not in args else [t for t in TINY if t.split(".")[0] != "data"]
+    proc = run_cli(*tiny, *args)
+    assert proc.returncode != 0, f"{name}: exited 0\n{proc.stdout[-2000:]}"
+    for text in named:
+        assert text in proc.stderr + proc.stdout, f"{name}: {text!r} not in\n{proc.stderr[-2000:]}"
+    assert not (tmp_path / "run" / "metrics.json").exists()
+    assert snapshot(earlier) == before

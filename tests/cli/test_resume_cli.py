@@ -1,0 +1,84 @@
+"""A run killed with SIGKILL mid-epoch and resumed ends exactly where an uninterrupted run ends."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import ROOT, TINY, run_cli
+
+# Dropout in a stacked encoder draws random numbers every step: exactness needs the RNG states.
+RUN = [
+    *TINY,
+    "data.num_sequences=256",
+    "data.seq_len=16",
+    "encoder=stacked",
+    "model.dropout=0.3",
+    "trainer.max_epochs=5",
+    "trainer.deterministic=true",
+    "trainer.log_every_n_steps=4",
+    "threads=1",
+]
+
+
+def numbers(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
+    whole = tmp_path / "whole"
+    proc = run_cli(*RUN, f"hydra.run.dir={whole}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    killed = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    child = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *RUN, f"hydra.run.dir={killed}"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    last = killed / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 120
+    while not last.exists() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    child.send_signal(signal.SIGKILL)  # the second epoch has just begun
+    child.wait()
+    assert child.returncode == -signal.SIGKILL
+    assert last.exists() and not (killed / "metrics.json").exists()
+
+    proc = run_cli(f"resume={killed}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    resumed = json.loads((killed / "metrics.json").read_text())
+    expected = json.loads((whole / "metrics.json").read_text())
+    assert numbers(resumed) == pytest.approx(numbers(expected), abs=1e-6, rel=0)
+    assert resumed["encoder"] == "stacked"  # the run's own overrides came back
+
+    # the same folder, the same TensorBoard run (no second version folder), config kept as it was
+    assert not list((killed / "tensorboard").glob("version_*"))
+    assert len(list((killed / "tensorboard").glob("events.out.tfevents.*"))) >= 2
+    assert len(list((killed / ".hydra").glob("resume-*/config.yaml"))) == 1
+    assert "model.dropout=0.3" in (killed / ".hydra" / "overrides.yaml").read_text()
+
+
+@pytest.mark.slow
+def test_a_rerun_sweep_skips_finished_jobs_and_continues_the_others(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", *TINY, "trainer.max_epochs=1", "encoder=single,stacked", f"hydra.sweep.dir={sweep}"]
+    assert run_cli(*args).returncode == 0
+    finished = (sweep / "0" / "metrics.json").read_bytes()
+    (sweep / "1" / "metrics.json").unlink()  # as if job 1 had been killed before the end
+
+    proc = run_cli(*args, "skip_finished=true")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (sweep / "0" / "metrics.json").read_bytes() == finished  # not trained again
+    assert "Skipping" in proc.stdout and "Continuing" in proc.stdout
+    assert (sweep / "1" / "metrics.json").exists()
