@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -30,6 +31,19 @@ TINY = [
 ]
 
 torch.set_num_threads(1)
+
+
+def quiet_trainer(root: Path, **kwargs) -> L.Trainer:
+    """A real CPU Trainer with no logger, progress bar or summary; kwargs override."""
+    args = dict(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=root,
+        use_distributed_sampler=False,
+    )
+    return L.Trainer(**{**args, **kwargs})
 
 
 def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:

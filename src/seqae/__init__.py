@@ -1,7 +1,21 @@
 """seqae: sequence autoencoders on PyTorch Lightning and Hydra."""
 
-from seqae.encoders import LSTMEncoder
-from seqae.model import SequenceAutoencoder
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["LSTMEncoder", "SequenceAutoencoder"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so that `import seqae.summary` (or a bad override) does not pay for torch and Lightning.
+    if name == "LSTMEncoder":
+        from seqae.encoders import LSTMEncoder
+
+        return LSTMEncoder
+    if name == "SequenceAutoencoder":
+        from seqae.model import SequenceAutoencoder
+
+        return SequenceAutoencoder
+    raise AttributeError(f"module 'seqae' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""Callbacks that show a run in TensorBoard: reconstruction plots."""
+"""Callbacks that show a run in TensorBoard: reconstruction plots, the embedding projector, error histograms."""
 
 from __future__ import annotations
 
@@ -67,5 +67,49 @@ def plot_reconstructions(x: torch.Tensor, recon: torch.Tensor, lengths: torch.Te
             ax.plot(recon[i, :t, ch].numpy(), "--", lw=1.2, color=line.get_color())
         ax.set_ylabel(f"seq {i}")
     axes[-1, 0].set_xlabel("step (solid: input, dashed: reconstruction)")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.1, right=0.98, top=0.98, bottom=0.12, hspace=0.08)  # tight_layout: 0.1 s each
     return fig
+
+
+class EmbeddingProjector(L.Callback):
+    """At the end of fit, the codes of the ``split`` sequences (the first ``max_sequences`` of them)
+    in TensorBoard's Embedding Projector as ``<split>/codes``, labelled by class when the data has labels.
+    """
+
+    def __init__(self, split: str = "val", max_sequences: int = 2000) -> None:
+        self.split, self.max_sequences = split, max_sequences
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        writer = tensorboard_writer(trainer)
+        if writer is None or not trainer.is_global_zero or trainer.datamodule is None:
+            return
+        from seqae.encoding import encode_split
+
+        codes, labels = encode_split(
+            pl_module, trainer.datamodule, self.split, max_sequences=self.max_sequences
+        )
+        if not len(codes):  # e.g. data.val_fraction=0
+            return
+        metadata = None
+        if labels is not None:
+            names = getattr(trainer.datamodule, "label_names", None)
+            metadata = [str(names[i]) if names else str(i) for i in labels.tolist()]
+        writer.add_embedding(
+            codes, metadata=metadata, tag=f"{self.split}/codes", global_step=trainer.global_step
+        )
+
+
+class SequenceErrorHistogram(L.Callback):
+    """After testing, the histogram ``test/sequence_mse`` of each test sequence's reconstruction MSE
+    (normalised units, like ``test/mse``): a long right tail is where the encoder fails."""
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        writer = tensorboard_writer(trainer)
+        if writer is None or not trainer.is_global_zero or trainer.datamodule is None:
+            return
+        from seqae.evaluation import reconstruction_errors
+
+        if not len(trainer.datamodule.split_data("test")):
+            return
+        errors, _, _ = reconstruction_errors(pl_module, trainer.datamodule, "test")
+        writer.add_histogram("test/sequence_mse", errors, global_step=trainer.global_step)

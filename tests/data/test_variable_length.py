@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -15,6 +14,7 @@ from seqae.data import ArraysDataModule
 from seqae.data.datamodule import BucketBatchSampler
 from seqae.encoders import LSTMEncoder
 from seqae.model import SequenceAutoencoder, masked_mse
+from tests.conftest import quiet_trainer
 
 LENGTHS = torch.tensor([3, 17, 9, 12, 5, 20, 8, 15, 11, 4, 19, 6, 14, 7, 16, 10] * 5)
 
@@ -89,15 +89,7 @@ def test_a_fit_on_variable_length_data_keeps_its_normalisation_in_the_checkpoint
     dm.setup("fit")
     model = SequenceAutoencoder(2, hidden_size=4, readout="cell")
     model.set_normalization(*dm.normalization())
-    trainer = L.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        use_distributed_sampler=False,
-    )
+    trainer = quiet_trainer(tmp_path, max_epochs=1)
     trainer.fit(model, datamodule=dm)
     ckpt = tmp_path / "model.ckpt"
     trainer.save_checkpoint(ckpt)
