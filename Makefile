@@ -18,8 +18,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 train: setup
 	$(BIN)/python train.py $(ARGS)
 
+# One worker per core; worksteal balances the long CLI tests (about 2.5 min on 2 cores).
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist worksteal
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
