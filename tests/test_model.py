@@ -6,23 +6,12 @@ import torch
 
 from seqae.data import SinesDataModule
 from seqae.model import SequenceAutoencoder, masked_mse, reverse_valid_steps
+from tests.conftest import quiet_trainer
 
 
 def tiny_data(**kwargs) -> SinesDataModule:
     args = dict(num_sequences=96, seq_len=12, num_features=3, batch_size=16)
     return SinesDataModule(**{**args, **kwargs})
-
-
-def quiet_trainer(tmp_path, **kwargs) -> L.Trainer:
-    args = dict(
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        use_distributed_sampler=False,
-    )
-    return L.Trainer(**{**args, **kwargs})
 
 
 def test_fast_dev_run_fits_validates_and_tests(tmp_path):
@@ -142,8 +131,11 @@ def test_pinned_loss_of_the_default_model(tmp_path):
 PINNED_VAL_LOSS = 0.93328243  # measured with torch 2.13.0 CPU
 
 
-@pytest.mark.parametrize("scheduler", ["cosine", "plateau"])
-def test_several_steps_per_call_train_exactly_as_one_step_per_call(tmp_path, scheduler):
+@pytest.mark.parametrize(
+    ("scheduler", "precision"),
+    [("cosine", "32-true"), ("plateau", "32-true"), ("cosine", "64-true")],  # 64-true: Lightning's wrappers
+)
+def test_several_steps_per_call_train_exactly_as_one_step_per_call(tmp_path, scheduler, precision):
     """The fast path (steps_per_call > 1, manual optimization) makes the same optimizer steps on the
     same batches, clipping and scheduling as Lightning's automatic optimization does."""
     runs = []
@@ -152,18 +144,38 @@ def test_several_steps_per_call_train_exactly_as_one_step_per_call(tmp_path, sch
         dm = tiny_data(num_sequences=120)  # 96 train sequences: 6 batches, so the last call takes 0 of 3
         args = dict(input_size=3, hidden_size=8, lr=0.05, scheduler=scheduler, gradient_clip_val=0.5)
         model = SequenceAutoencoder(**args, steps_per_call=steps_per_call)
-        trainer = quiet_trainer(tmp_path, max_epochs=3, enable_checkpointing=False)
+        trainer = quiet_trainer(tmp_path, max_epochs=3, enable_checkpointing=False, precision=precision)
         trainer.fit(model, datamodule=dm)
         runs.append((model, trainer))
     (slow, slow_trainer), (fast, fast_trainer) = runs
     assert fast_trainer.global_step == slow_trainer.global_step == 3 * 6
+    # logging steps count optimizer steps too, so TensorBoard's step axis is the same
+    assert fast_trainer.fit_loop.epoch_loop._batches_that_stepped == 3 * 6
     assert fast.optimizers().param_groups[0]["lr"] == pytest.approx(slow.optimizers().param_groups[0]["lr"])
     for (name, a), b in zip(slow.state_dict().items(), fast.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, msg=name)
 
 
 def test_steps_per_call_must_be_a_positive_integer():
-    with pytest.raises(ValueError, match="model.steps_per_call must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match=r"model\.steps_per_call must be a positive integer, got 0"):
         SequenceAutoencoder(input_size=3, steps_per_call=0)
-    with pytest.raises(ValueError, match="model.gradient_clip_val must be a positive number or null"):
+    with pytest.raises(ValueError, match=r"model\.gradient_clip_val must be a positive number or null"):
         SequenceAutoencoder(input_size=3, gradient_clip_val=-1.0)
+
+
+def test_several_steps_per_call_log_train_loss_at_the_same_optimizer_steps(tmp_path):
+    """TensorBoard's step axis (and log_every_n_steps) counts optimizer steps whatever steps_per_call is."""
+    import csv
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    logged = {}
+    for steps_per_call in (1, 3):
+        torch.manual_seed(0)
+        logger = CSVLogger(tmp_path, name=f"k{steps_per_call}", version="")
+        model = SequenceAutoencoder(input_size=3, hidden_size=8, steps_per_call=steps_per_call)
+        trainer = quiet_trainer(tmp_path, max_epochs=2, logger=logger, log_every_n_steps=3)
+        trainer.fit(model, datamodule=tiny_data(num_sequences=120))
+        with open(tmp_path / f"k{steps_per_call}" / "metrics.csv") as f:
+            logged[steps_per_call] = [int(r["step"]) for r in csv.DictReader(f) if r.get("train/loss")]
+    assert logged[3] == logged[1] == [2, 5, 8, 11]

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.plugins.precision import Precision
+from lightning.pytorch.strategies import SingleDeviceStrategy
 from torch import Tensor
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MinMetric
 
+from seqae.checkpoints import restore_rng_states, rng_states
 from seqae.decoders import build_decoder
 from seqae.encoders import LSTMEncoder, steps_mask
 
 SCHEDULERS = (None, "plateau", "cosine")
+
+# steps_per_call > 1 asks Lightning for the loader's iterator (stable in practice since 2.0), and
+# Lightning says so on every fit.
+warnings.filterwarnings("ignore", message="Found `dataloader_iter` argument in the `training_step`")
+warnings.filterwarnings("ignore", message="You are using the `dataloader_iter` step flavor")
 
 
 class SequenceAutoencoder(L.LightningModule):
@@ -39,8 +48,18 @@ class SequenceAutoencoder(L.LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         scheduler: str | None = None,
+        steps_per_call: int = 1,
+        gradient_clip_val: float | None = None,
     ) -> None:
         super().__init__()
+        if not isinstance(steps_per_call, int) or isinstance(steps_per_call, bool) or steps_per_call < 1:
+            raise ValueError(f"model.steps_per_call must be a positive integer, got {steps_per_call!r}.")
+        if gradient_clip_val is not None and not (
+            isinstance(gradient_clip_val, int | float) and gradient_clip_val > 0
+        ):
+            raise ValueError(
+                f"model.gradient_clip_val must be a positive number or null, got {gradient_clip_val!r}."
+            )
         if scheduler not in SCHEDULERS:
             raise ValueError(f"model.scheduler must be one of {SCHEDULERS}, got {scheduler!r}.")
         if not (isinstance(lr, int | float) and lr > 0):
@@ -68,6 +87,14 @@ class SequenceAutoencoder(L.LightningModule):
             }
         )
         self.val_loss_best = MinMetric()
+        # The fast path: Lightning's per-step machinery (hooks, closures, logging) costs about 30% of a
+        # small model's step (scripts/benchmark.py), so with steps_per_call=k each training_step call
+        # takes k batches from the loader and makes k optimizer steps itself (manual optimization).
+        self.automatic_optimization = steps_per_call == 1
+        if steps_per_call > 1:
+            # Lightning hands training_step the loader's iterator when its signature asks for one.
+            self.training_step = self._training_steps
+        self.val_loss_best.persistent(True)  # saved in checkpoints, so a resumed run keeps its best
 
     # -- the model -------------------------------------------------------------------------
     def set_normalization(self, loc: Tensor, scale: Tensor) -> None:
@@ -101,8 +128,93 @@ class SequenceAutoencoder(L.LightningModule):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         target, recon = self._reconstruct(batch, teacher_forcing=True)
         loss = masked_mse(recon, target, batch.get("lengths"))
+        if not torch.isfinite(loss):
+            raise FloatingPointError(self._non_finite_report(batch, recon, loss))
         self.log("train/loss", loss, batch_size=target.shape[0])
         return loss
+
+    def _training_steps(self, dataloader_iter: Any) -> None:
+        """Up to ``steps_per_call`` optimizer steps, each on the next batch: what a hand-written loop does."""
+        optimizer, trainer = self.optimizers(), self.trainer
+        clip = self.hparams.gradient_clip_val
+        # One device in 32-bit: Lightning's backward/clip/step wrappers then only call the per-step
+        # callback hooks (on_before/after_backward, on_before_optimizer_step), about 10% of a small
+        # model's step; the fast path skips them. Mixed precision and DDP keep Lightning's wrappers.
+        lean = type(trainer.precision_plugin) is Precision and type(trainer.strategy) is SingleDeviceStrategy
+        losses, sequences = [], 0
+        for _ in range(self.hparams.steps_per_call):
+            if 0 <= trainer.max_steps <= trainer.global_step:
+                break
+            try:
+                batch, _, _ = next(dataloader_iter)
+            except StopIteration:  # the epoch's last call takes the batches that are left
+                break
+            batch = trainer.strategy.batch_to_device(trainer.precision_plugin.convert_input(batch))
+            target, recon = self._reconstruct(batch, teacher_forcing=True)
+            loss = masked_mse(recon, target, batch.get("lengths"))
+            if not torch.isfinite(loss):
+                raise FloatingPointError(self._non_finite_report(batch, recon, loss))
+            optimizer.zero_grad(set_to_none=True)
+            if lean:
+                loss.backward()
+                if clip:
+                    torch.nn.utils.clip_grad_norm_(self.parameters(), clip)
+                optimizer._on_before_step()  # Lightning's step counter: trainer.global_step, max_steps
+                optimizer.optimizer.step()
+                optimizer._on_after_step()
+            else:
+                self.manual_backward(loss)
+                if clip:
+                    self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+                optimizer.step()
+            losses.append(loss.detach())
+            sequences += target.shape[0]
+        if losses:  # the mean over this call's steps; no host sync here
+            self.log("train/loss", torch.stack(losses).mean(), batch_size=sequences)
+        # Lightning counts one logging step per call (it adds the 1); counting every optimizer step
+        # keeps TensorBoard's step axis and log_every_n_steps in steps, whatever steps_per_call is.
+        trainer.fit_loop.epoch_loop._batches_that_stepped += max(len(losses) - 1, 0)
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: Any,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        # Automatic optimization (steps_per_call=1): model.gradient_clip_val clips as the fast path does;
+        # Trainer(gradient_clip_val=...) still works here as in any Lightning module.
+        clip = self.hparams.get("gradient_clip_val") or gradient_clip_val
+        self.clip_gradients(
+            optimizer, gradient_clip_val=clip, gradient_clip_algorithm=gradient_clip_algorithm
+        )
+
+    def on_train_epoch_end(self) -> None:
+        # Lightning steps schedulers only under automatic optimization; the fast path steps its own.
+        if self.automatic_optimization or (scheduler := self.lr_schedulers()) is None:
+            return
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            if "val/loss" in self.trainer.callback_metrics:
+                scheduler.step(self.trainer.callback_metrics["val/loss"])
+        else:
+            scheduler.step()
+
+    def _non_finite_report(self, batch: dict[str, Tensor], recon: Tensor, loss: Tensor) -> str:
+        def finite(t: Tensor) -> str:
+            return (
+                "finite"
+                if torch.isfinite(t).all()
+                else f"{(~torch.isfinite(t)).sum().item()} non-finite values"
+            )
+
+        bad_params = [n for n, p in self.named_parameters() if not torch.isfinite(p).all()]
+        return (
+            f"The training loss became {loss.item()} at epoch {self.current_epoch}, global step "
+            f"{self.global_step}. Batch inputs x: {finite(batch['x'])}; normalised inputs: "
+            f"{finite(self.normalize(batch['x']))}; reconstruction: {finite(recon)}; parameters with "
+            f"non-finite values: {bad_params or 'none'}. Training stopped so that no checkpoint holds NaNs; "
+            f"the last good one is checkpoints/last.ckpt. Try a lower model.lr, a smaller "
+            f"model.gradient_clip_val, clean data, or trainer.detect_anomaly=true to find the operation."
+        )
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "val")
@@ -124,16 +236,21 @@ class SequenceAutoencoder(L.LightningModule):
             metric(recon, target)
             self.log(f"{stage}/{name}", metric)
 
-    def on_train_start(self) -> None:
-        self.val_loss_best.reset()  # forget what the sanity check saw
-
     def on_validation_epoch_end(self) -> None:
-        if self.trainer.sanity_checking:
-            return
+        if self.trainer.sanity_checking or self.trainer.state.fn != "fit":
+            return  # the best is over the epochs of a fit, not a sanity check or a lone validate()
         self.val_loss_best(self.trainer.callback_metrics["val/loss"])
         best = self.val_loss_best.compute()
         self.log("val/loss_best", best, sync_dist=True)
         self.log("hp/val_loss_best", best, sync_dist=True)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rng_states"] = rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Only when resuming a fit: merely loading a model must not reseed the caller's RNGs.
+        if "rng_states" in checkpoint and self._trainer is not None and self.trainer.state.fn == "fit":
+            restore_rng_states(checkpoint["rng_states"])
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
@@ -142,6 +259,8 @@ class SequenceAutoencoder(L.LightningModule):
             return optimizer
         if hp.scheduler == "plateau":
             scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=3)
+            if not self.automatic_optimization:  # on_train_epoch_end steps it on val/loss
+                return {"optimizer": optimizer, "lr_scheduler": scheduler}
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"}}
         max_epochs = (
             self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 100

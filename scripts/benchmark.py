@@ -1,0 +1,688 @@
+"""How fast is seqae against the same work written by hand in plain PyTorch, on this machine?
+
+    python scripts/benchmark.py                    # everything, a few minutes on 2 cores
+    python scripts/benchmark.py --quick --out b.json   # tiny sizes, seconds (the smoke test)
+    python scripts/benchmark.py --only fit --sizes seed --rounds 8 --threads 1
+
+Sections (each a Markdown table on stdout; all numbers in the ``--out`` JSON):
+
+* fit: seqae's real training path (``seqae.train.train`` on the composed default config, so the
+  DataModule, ``SequenceAutoencoder``, callbacks, TensorBoard logger and ``Trainer`` are what
+  ``python train.py`` builds) against a hand-written loop (nn.LSTM encoder, repeat decoder, Adam,
+  the same gradient clipping, batches sliced from the same tensors), in alternating rounds
+  A B A B ... in one process. Steady-state steps/s counts the steps inside an epoch; "with epoch
+  ends" also counts what happens between epochs (seqae: validation, checkpoints, plots; plain:
+  a validation pass). Ratios are medians of per-round ratios, so slow phases of a shared
+  machine hit both sides alike.
+* encode: ``seqae.encoding.encode_split`` against a bare ``nn.LSTM`` forward in inference mode.
+* scaling: a training step as sequence length, batch and hidden size double; the model's achieved
+  GFLOP/s against ``torch.mm`` at the LSTM's recurrent GEMM shape.
+* startup: ``python train.py`` to its first training step, and where the seconds go.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import logging
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+
+@dataclass(frozen=True)
+class Size:
+    """One benchmark size: the model and data shapes, and how much work a round does."""
+
+    input: int
+    hidden: int
+    seq_len: int
+    batch: int
+    sequences: int  # data.num_sequences: 80% of them train (val/test fractions 0.1 each)
+    epochs: int  # epochs per fit round; the first is the warm-up, the others are timed
+
+    def overrides(self) -> list[str]:
+        return [
+            f"data.num_features={self.input}",
+            f"data.seq_len={self.seq_len}",
+            f"data.batch_size={self.batch}",
+            f"data.num_sequences={self.sequences}",
+            f"model.hidden_size={self.hidden}",
+        ]
+
+
+SIZES = {
+    # the seed example's model: overhead per step is what matters here
+    "seed": Size(input=10, hidden=20, seq_len=50, batch=32, sequences=2048, epochs=3),
+    # a realistic model: about a second per step on one core, so short epochs (4 steps)
+    "realistic": Size(input=32, hidden=256, seq_len=128, batch=128, sequences=640, epochs=3),
+    # the smoke test's size: seconds for the whole benchmark
+    "tiny": Size(input=3, hidden=8, seq_len=12, batch=16, sequences=160, epochs=2),
+}
+
+
+# -- composing the config exactly as `python train.py` does ----------------------------------
+def compose_train_config(overrides: list[str], output_dir: Path):
+    """The config `python train.py <overrides>` sees, with HydraConfig set as in a real run."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+def set_run_dir(cfg, output_dir: Path) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict, read_write
+
+    with read_write(cfg.hydra), open_dict(cfg):  # HydraConfig.set_config made it read-only
+        cfg.hydra.runtime.output_dir = str(output_dir)
+    HydraConfig.instance().set_config(cfg)
+
+
+# -- the hand-written baseline ---------------------------------------------------------------
+class PlainAutoencoder(nn.Module):
+    """What a user writes by hand: the seed's LSTM encoder (h_n[-1]), the code repeated into an LSTM decoder."""
+
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.encoder = nn.LSTM(input_size, hidden_size, batch_first=True)
+        self.decoder = nn.LSTM(hidden_size, hidden_size, batch_first=True)
+        self.out = nn.Linear(hidden_size, input_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        _, (h_n, _) = self.encoder(x)
+        out, _ = self.decoder(h_n[-1].unsqueeze(1).expand(-1, x.shape[1], -1))
+        return self.out(out)
+
+
+@dataclass
+class Stamps:
+    """When each epoch started, and timestamps after training steps with the epoch and the optimizer
+    steps and sequences done so far (one stamp may cover several steps: seqae's fast path makes
+    ``model.steps_per_call`` of them per Lightning call)."""
+
+    epoch_starts: dict[int, tuple[float, float]]  # (wall, CPU) seconds
+    times: list[tuple[float, float]]
+    epochs: list[int]
+    steps: list[int]
+    sequences: list[int]
+
+    def start_epoch(self, epoch: int) -> None:
+        self.epoch_starts[epoch] = (time.perf_counter(), time.process_time())
+
+    def add(self, epoch: int, steps: int, sequences: int) -> None:
+        self.times.append((time.perf_counter(), time.process_time()))
+        self.epochs.append(epoch)
+        self.steps.append(steps)
+        self.sequences.append(sequences)
+
+    def rates(self) -> dict[str, float]:
+        """Steady-state rates, the first epoch being the warm-up: over the training part of each
+        later epoch (its start to its last step), and over all of them with the epoch ends between."""
+        last = {e: i for i, e in enumerate(self.epochs)}  # index of each epoch's last stamp
+        later = sorted(e for e in last if e > 0)
+        if not later:
+            raise ValueError("a fit round needs at least 2 epochs: the first one is the warm-up")
+        steps = self.steps[-1] - self.steps[last[0]]
+        sequences = self.sequences[-1] - self.sequences[last[0]]
+        rates = {}
+        for clock, suffix in ((0, ""), (1, "_cpu")):  # wall-clock, and this process's CPU time
+            train_t = sum(self.times[last[e]][clock] - self.epoch_starts[e][clock] for e in later)
+            span = self.times[-1][clock] - self.epoch_starts[later[0]][clock]
+            rates |= {
+                f"steps_per_s{suffix}": steps / train_t,
+                f"sequences_per_s{suffix}": sequences / train_t,
+                f"steps_per_s_with_epoch_ends{suffix}": steps / span,
+                f"sequences_per_s_with_epoch_ends{suffix}": sequences / span,
+            }
+        return rates
+
+
+def plain_fit(x_train: Tensor, x_val: Tensor, cfg, seed: int) -> Stamps:
+    """The hand-written loop: shuffle, slice, forward, MSE, backward, clip, Adam; a validation pass per epoch."""
+    torch.manual_seed(seed)
+    n, batch = x_train.shape[0], cfg.data.batch_size
+    model = PlainAutoencoder(x_train.shape[-1], cfg.model.hidden_size)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.model.lr, weight_decay=cfg.model.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.trainer.max_epochs)
+    clip = cfg.model.get("gradient_clip_val") or cfg.trainer.get("gradient_clip_val")
+    log_every = cfg.trainer.log_every_n_steps
+    generator = torch.Generator().manual_seed(seed)
+    stamps = Stamps({}, [], [], [], [])
+    step = seen = 0
+    for epoch in range(cfg.trainer.max_epochs):
+        stamps.start_epoch(epoch)
+        model.train()
+        for index in torch.randperm(n, generator=generator).split(batch):
+            xb = x_train[index]
+            loss = nn.functional.mse_loss(model(xb), xb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if clip:
+                nn.utils.clip_grad_norm_(model.parameters(), clip)
+            optimizer.step()
+            step += 1
+            if step % log_every == 0:
+                loss.item()  # a hand-written loop looks at its loss now and then
+            seen += xb.shape[0]
+            stamps.add(epoch, step, seen)
+        model.eval()
+        with torch.no_grad():
+            for xb in x_val.split(batch):
+                nn.functional.mse_loss(model(xb), xb).item()
+        scheduler.step()
+    return stamps
+
+
+# -- seqae's path ----------------------------------------------------------------------------
+class StepTimer(L.Callback):
+    """Stamps the end of every training_step call; the benchmark adds it to the composed callbacks."""
+
+    last: StepTimer | None = None
+
+    def __init__(self) -> None:
+        self.stamps = Stamps({}, [], [], [], [])
+        self.done_before_epoch = 0
+        StepTimer.last = self
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.stamps.start_epoch(trainer.current_epoch)
+        self.done_before_epoch = self.stamps.sequences[-1] if self.stamps.sequences else 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        # batch_idx is the loader index of the last batch this call took (also on the fast path)
+        n_train, batch_size = len(trainer.datamodule.splits["train"]), trainer.datamodule.batch_size
+        in_epoch = min((batch_idx + 1) * batch_size, n_train)
+        self.stamps.add(trainer.current_epoch, trainer.global_step, self.done_before_epoch + in_epoch)
+
+
+class StartupStamp(L.Callback):
+    """Prints wall-clock stamps from inside a `python train.py` subprocess (the start-up section)."""
+
+    def __init__(self) -> None:
+        self._print("callbacks_built")  # train() builds data and model before its callbacks
+
+    @staticmethod
+    def _print(name: str) -> None:
+        print(f"\nSEQAE_STAMP {name} {time.time():.6f}", flush=True)  # \n: the progress bar leaves none
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._print("fit_start")
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._print("train_start")  # after the sanity-check validation
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == 0 and batch_idx == 0:
+            self._print("first_step")
+
+
+def seqae_fit(cfg, run_dir: Path) -> Stamps:
+    """One `python train.py` fit, in-process, through ``seqae.train.train``; returns its step stamps."""
+    from seqae.train import train
+
+    set_run_dir(cfg, run_dir)
+    sink = io.StringIO()
+    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):  # the bar renders, out of sight
+        train(cfg)
+    assert StepTimer.last is not None
+    return StepTimer.last.stamps
+
+
+def fit_config(size: Size, threads: int, workdir: Path, extra: list[str]):
+    from omegaconf import open_dict
+
+    cfg = compose_train_config(
+        [*size.overrides(), f"trainer.max_epochs={size.epochs}", f"threads={threads}", "test=false", *extra],
+        workdir / "round",
+    )
+    with open_dict(cfg):
+        cfg.callbacks = cfg.callbacks or {}
+        cfg.callbacks.benchmark_step_timer = {"_target_": f"{StepTimer.__module__}.StepTimer"}
+    return cfg
+
+
+def bench_fit(name: str, size: Size, rounds: int, threads: int, workdir: Path, extra: list[str]) -> dict:
+    from hydra.utils import instantiate
+
+    cfg = fit_config(size, threads, workdir, extra)
+    data = instantiate(cfg.data)
+    data.setup("fit")
+    loc, scale = data.normalization()
+    x_train = (data.splits["train"].x - loc) / scale  # a hand-written loop normalises once, up front
+    x_val = (data.splits["val"].x - loc) / scale
+    per_round = []
+    for r in range(rounds):
+        seqae = seqae_fit(cfg, workdir / f"{name}_round{r}").rates()
+        plain = plain_fit(x_train, x_val, cfg, seed=cfg.seed).rates()
+        per_round.append({"seqae": seqae, "plain": plain})
+        print(
+            f"  fit {name} round {r + 1}/{rounds}: seqae {seqae['steps_per_s']:.1f} steps/s, "
+            f"plain {plain['steps_per_s']:.1f} steps/s",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def median(side: str, key: str) -> float:
+        return statistics.median(r[side][key] for r in per_round)
+
+    def ratio(key: str) -> float:
+        return statistics.median(r["seqae"][key] / r["plain"][key] for r in per_round)
+
+    keys = per_round[0]["seqae"].keys()
+    return {
+        "size": asdict(size),
+        "threads": threads,
+        "rounds": rounds,
+        "steps_per_epoch": len(data.train_dataloader()),
+        "seqae": {k: median("seqae", k) for k in keys},
+        "plain": {k: median("plain", k) for k in keys},
+        "ratio": ratio("steps_per_s"),
+        "ratio_with_epoch_ends": ratio("steps_per_s_with_epoch_ends"),
+        # CPU time counts only what each side computes, not the time other processes took the
+        # cores from it: the fairer ratio on a shared machine (it includes seqae's helper threads).
+        "ratio_cpu": ratio("steps_per_s_cpu"),
+        "ratio_with_epoch_ends_cpu": ratio("steps_per_s_with_epoch_ends_cpu"),
+        "per_round": per_round,
+    }
+
+
+# -- encode ----------------------------------------------------------------------------------
+def bench_encode(name: str, size: Size, rounds: int, threads: int, workdir: Path) -> dict:
+    """seqae's export path against a bare nn.LSTM forward (same weights, same batches) in inference mode."""
+    from hydra.utils import instantiate
+
+    cfg = compose_train_config([*size.overrides(), f"threads={threads}"], workdir / "encode")
+    data = instantiate(cfg.data)
+    data.setup("fit")
+    model = instantiate(cfg.model, input_size=data.num_features)
+    loc, scale = data.normalization()
+    model.set_normalization(loc, scale)
+    model.eval()
+    split = "train"
+    x = (data.splits[split].x - loc) / scale
+    lstm = model.encoder.lstm
+
+    from seqae.encoding import encode_split
+
+    path = "seqae.encoding.encode_split"
+
+    def seqae_encode() -> None:
+        encode_split(model, data, split)
+
+    def bare_encode() -> None:
+        with torch.inference_mode():
+            torch.cat([lstm(xb)[1][0][-1] for xb in x.split(size.batch)]).numpy()
+
+    seqae_encode(), bare_encode()  # warm-up: oneDNN builds its primitives on first use
+    per_round = []
+    for _ in range(rounds):
+        a, b = _seconds(seqae_encode), _seconds(bare_encode)
+        per_round.append({"seqae_s": a, "bare_s": b})
+    n = x.shape[0]
+    return {
+        "size": asdict(size),
+        "threads": threads,
+        "path": path,
+        "sequences": n,
+        "seqae_sequences_per_s": n / statistics.median(r["seqae_s"] for r in per_round),
+        "bare_sequences_per_s": n / statistics.median(r["bare_s"] for r in per_round),
+        "ratio": statistics.median(r["bare_s"] / r["seqae_s"] for r in per_round),
+        "per_round": per_round,
+    }
+
+
+def _seconds(fn, min_time: float = 0.2) -> float:
+    """Seconds per call, repeating the call until at least ``min_time`` has passed."""
+    calls, start = 0, time.perf_counter()
+    while True:
+        fn()
+        calls += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_time:
+            return elapsed / calls
+
+
+# -- scaling ---------------------------------------------------------------------------------
+def model_flops_per_step(f: int, h: int, t: int, b: int) -> float:
+    """Training FLOPs of PlainAutoencoder per step: 2*4*H*(in+H) per LSTM step, x3 for fwd+bwd."""
+    encoder = 2 * 4 * h * (f + h)
+    decoder = 2 * 4 * h * (h + h)
+    linear = 2 * h * f
+    return 3.0 * b * t * (encoder + decoder + linear)
+
+
+def bench_scaling(base: Size, doublings: int, sequences: int, min_time: float) -> list[dict]:
+    """A hand-written training step as T, B and H double from ``base``, against torch.mm at the LSTM's GEMM shapes."""
+    configs = [("base", base.seq_len, base.batch, base.hidden)]
+    for k in range(1, doublings + 1):
+        m = 2**k
+        configs += [
+            (f"seq x{m}", base.seq_len * m, base.batch, base.hidden),
+            (f"batch x{m}", base.seq_len, base.batch * m, base.hidden),
+            (f"hidden x{m}", base.seq_len, base.batch, base.hidden * m),
+        ]
+    rows = []
+    for label, t, b, h in configs:
+        torch.manual_seed(0)
+        model = PlainAutoencoder(base.input, h)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        x = torch.randn(b, t, base.input)
+
+        def step(model=model, optimizer=optimizer, x=x) -> None:
+            loss = nn.functional.mse_loss(model(x), x)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+        step()
+        seconds = _seconds(step, min_time)
+        flops = model_flops_per_step(base.input, h, t, b)
+        rows.append(
+            {
+                "config": label,
+                "seq_len": t,
+                "batch": b,
+                "hidden": h,
+                "ms_per_step": 1e3 * seconds,
+                "s_per_epoch": seconds * -(-sequences // b),
+                "model_gflops": flops / seconds / 1e9,
+                "recurrent_gemm_gflops": _gemm_gflops(b, h, 4 * h, min_time / 4),
+                "input_gemm_gflops": _gemm_gflops(b * t, base.input, 4 * h, min_time / 4),
+            }
+        )
+    return rows
+
+
+def _gemm_gflops(m: int, k: int, n: int, min_time: float) -> float:
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    torch.mm(a, b)
+    return 2.0 * m * k * n / _seconds(lambda: torch.mm(a, b), min_time) / 1e9
+
+
+# -- start-up --------------------------------------------------------------------------------
+# One short epoch (trainer.max_steps=1 would stop before validation, and early stopping then
+# fails for want of val/loss), so the run also exits quickly after the stamp we want.
+STARTUP_OVERRIDES = [
+    "trainer.max_epochs=1",
+    "++trainer.limit_train_batches=2",
+    "++trainer.limit_val_batches=1",
+    "test=false",
+]
+
+
+def bench_startup(workdir: Path, extra: list[str], quick: bool = False) -> dict:
+    """`python train.py` in a subprocess until its first training step, and what it spends the time on."""
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'scripts'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    stamp_callback = "+callbacks.benchmark_startup._target_=benchmark.StartupStamp"
+
+    def run(tag: str, *python_flags: str) -> tuple[float, dict[str, float], str]:
+        args = [*STARTUP_OVERRIDES, *extra, f"hydra.run.dir={workdir / tag}", stamp_callback]
+        start = time.time()
+        proc = subprocess.run(
+            [sys.executable, *python_flags, str(ROOT / "train.py"), *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"python train.py {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+        stamps = {
+            m.group(1): float(m.group(2)) - start
+            for m in re.finditer(r"^SEQAE_STAMP (\w+) ([\d.]+)$", proc.stdout, re.MULTILINE)
+        }
+        return start, stamps, proc.stderr
+
+    # -X importtime slows imports a little, so the total comes from a run without it (not in --quick).
+    _, importtime_stamps, importtime = run("importtime", "-X", "importtime")
+    stamps = importtime_stamps if quick else run("plain")[1]
+    imports = _import_seconds(importtime)
+
+    # Composition and data/model build, timed in this process (modules already imported).
+    from hydra.utils import instantiate
+
+    t0 = time.perf_counter()
+    cfg = compose_train_config([*STARTUP_OVERRIDES, *extra], workdir / "compose")
+    t1 = time.perf_counter()
+    data = instantiate(cfg.data)
+    data.setup("fit")
+    t2 = time.perf_counter()
+    model = instantiate(cfg.model, input_size=data.num_features)
+    model.set_normalization(*data.normalization())
+    t3 = time.perf_counter()
+    python_start = _seconds_for([sys.executable, "-c", "pass"])
+    return {
+        "command": f"python train.py {' '.join([*STARTUP_OVERRIDES, *extra])}",
+        "to_first_step_s": stamps["first_step"],
+        "stamps_s": stamps,
+        "breakdown_s": {
+            "python interpreter": python_start,
+            "imports (all, -X importtime)": imports.pop("all"),
+            **{f"  import {k} (with what it imports first)": v for k, v in imports.items()},
+            "compose config": t1 - t0,
+            "build data": t2 - t1,
+            "build model": t3 - t2,
+            "Trainer + fit set-up + sanity check": stamps["first_step"] - stamps["callbacks_built"],
+            "  of which sanity-check validation": stamps["train_start"] - stamps["fit_start"],
+        },
+    }
+
+
+IMPORTS_OF_NOTE = ("hydra", "seqae", "torch", "lightning", "torchmetrics", "tensorboard", "matplotlib")
+
+
+def _import_seconds(importtime_stderr: str) -> dict[str, float]:
+    """From ``python -X importtime``: all imports, and each package of note with what it pulled in first
+    (nested, so they overlap: ``seqae`` includes the torch and lightning it was first to import)."""
+    total, first = 0.0, {}
+    for m in re.finditer(r"^import time:\s+\d+ \|\s+(\d+) \|( *)(\S+)$", importtime_stderr, re.MULTILINE):
+        seconds, nested, name = int(m.group(1)) / 1e6, m.group(2), m.group(3)
+        if len(nested) == 1:  # top level: the column holds 1 + 2 x nesting spaces before the name
+            total += seconds
+        if name in IMPORTS_OF_NOTE and name not in first:
+            first[name] = seconds
+    return {"all": total, **first}
+
+
+def _seconds_for(cmd: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+# -- report ----------------------------------------------------------------------------------
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lightning": L.__version__,
+    }
+
+
+def markdown(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    lines = [
+        f"Machine: {m['cpu']}, {m['cores']} cores, load average at start {m['load_average']}; "
+        f"torch {m['torch']}, lightning {m['lightning']}, Python {m['python']}.",
+        f"Command: `{results['command']}`",
+        "",
+    ]
+    if results.get("fit"):
+        lines += [
+            "| fit | threads | seqae steps/s | plain steps/s | seqae seq/s | plain seq/s | ratio | ratio with epoch ends "
+            "| CPU-time ratio | CPU-time ratio with epoch ends |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for name, r in results["fit"].items():
+            s, p = r["seqae"], r["plain"]
+            lines.append(
+                f"| {name} ({_shape(r['size'])}) | {r['threads']} | {s['steps_per_s']:.1f} | {p['steps_per_s']:.1f} "
+                f"| {s['sequences_per_s']:.0f} | {p['sequences_per_s']:.0f} | **{r['ratio']:.3f}x** "
+                f"| {r['ratio_with_epoch_ends']:.3f}x | {r['ratio_cpu']:.3f}x | {r['ratio_with_epoch_ends_cpu']:.3f}x |"
+            )
+        lines.append("")
+    if results.get("encode"):
+        lines += ["| encode | seqae seq/s | bare LSTM seq/s | ratio | seqae path |", "|---|---|---|---|---|"]
+        for name, r in results["encode"].items():
+            lines.append(
+                f"| {name} ({_shape(r['size'])}) | {r['seqae_sequences_per_s']:.0f} "
+                f"| {r['bare_sequences_per_s']:.0f} | **{r['ratio']:.3f}x** | {r['path']} |"
+            )
+        lines.append("")
+    if results.get("scaling"):
+        lines += [
+            "| scaling | T | B | H | ms/step | s/epoch | model GFLOP/s | GEMM GFLOP/s [B,H]x[H,4H] | GEMM GFLOP/s [BT,F]x[F,4H] |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in results["scaling"]:
+            lines.append(
+                f"| {r['config']} | {r['seq_len']} | {r['batch']} | {r['hidden']} | {r['ms_per_step']:.2f} "
+                f"| {r['s_per_epoch']:.2f} | {r['model_gflops']:.1f} | {r['recurrent_gemm_gflops']:.1f} "
+                f"| {r['input_gemm_gflops']:.1f} |"
+            )
+        lines.append("")
+    if results.get("startup"):
+        s = results["startup"]
+        lines += [
+            f"Start-up: `{s['command']}` reaches its first training step after **{s['to_first_step_s']:.2f} s**.",
+            "",
+            "| start-up part | seconds |",
+            "|---|---|",
+        ]
+        lines += [f"| {k} | {v:.3f} |" for k, v in s["breakdown_s"].items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _shape(size: dict) -> str:
+    return f"in {size['input']}, hidden {size['hidden']}, seq {size['seq_len']}, batch {size['batch']}"
+
+
+# -- main ------------------------------------------------------------------------------------
+SECTIONS = ("fit", "encode", "scaling", "startup")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny sizes and 2 rounds: a smoke run in seconds")
+    p.add_argument(
+        "--sizes", default=None, help=f"comma-separated, of {sorted(SIZES)} (default: seed,realistic)"
+    )
+    p.add_argument("--rounds", type=int, default=None, help="fit rounds per size (default 6; realistic 3)")
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: the config's `threads`)"
+    )
+    p.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {SECTIONS}")
+    p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        help="extra train.py overrides for the fit and start-up sections, e.g. threads=1",
+    )
+    args = p.parse_args(argv)
+    sizes = (args.sizes or ("tiny" if args.quick else "seed,realistic")).split(",")
+    unknown = [s for s in sizes if s not in SIZES]
+    if unknown:
+        p.error(f"--sizes: unknown size(s) {unknown}; choose from {sorted(SIZES)}.")
+    only = args.only.split(",")
+    if bad := [s for s in only if s not in SECTIONS]:
+        p.error(f"--only: unknown section(s) {bad}; choose from {SECTIONS}.")
+    if args.rounds is not None and args.rounds < 1:
+        p.error(f"--rounds must be at least 1, got {args.rounds}.")
+    args.sizes, args.only = sizes, only
+    return args
+
+
+def resolve_threads(requested: int | None, overrides: list[str]) -> int:
+    """The thread count train.py would use: --threads, else the config's `threads`, else torch's default."""
+    if requested:
+        return requested
+    with tempfile.TemporaryDirectory() as tmp:
+        threads = compose_train_config(overrides, Path(tmp)).get("threads")
+    return int(threads) if threads else torch.get_num_threads()
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    warnings.filterwarnings("ignore")  # Lightning's advice on workers and loggers, once per round
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    threads = resolve_threads(args.threads, args.overrides)
+    torch.set_num_threads(threads)  # both sides of every comparison run on the same thread count
+    results: dict[str, Any] = {
+        "command": "python scripts/benchmark.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": machine(),
+    }
+    with tempfile.TemporaryDirectory(prefix="seqae-bench-") as tmp:
+        workdir = Path(tmp)
+        if "fit" in args.only:
+            results["fit"] = {}
+            for name in args.sizes:
+                size = SIZES[name]
+                rounds = args.rounds or (1 if args.quick else 3 if name == "realistic" else 6)
+                results["fit"][name] = bench_fit(name, size, rounds, threads, workdir, args.overrides)
+        if "encode" in args.only:
+            results["encode"] = {
+                name: bench_encode(name, SIZES[name], 7 if not args.quick else 1, threads, workdir)
+                for name in args.sizes
+            }
+        if "scaling" in args.only:
+            base = SIZES["tiny"] if args.quick else Size(10, 64, 50, 32, 2048, 1)  # the default model
+            results["scaling"] = bench_scaling(
+                base,
+                doublings=1 if args.quick else 2,
+                sequences=base.sequences,
+                min_time=0.05 if args.quick else 0.5,
+            )
+        if "startup" in args.only:
+            extra = [*args.overrides, *([] if not args.quick else SIZES["tiny"].overrides())]
+            results["startup"] = bench_startup(workdir, extra, quick=args.quick)
+    table = markdown(results)
+    results["markdown"] = table
+    print(table)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()

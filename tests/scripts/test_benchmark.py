@@ -1,0 +1,58 @@
+"""scripts/benchmark.py at its tiny size: it runs every section and writes the JSON it promises.
+
+No timing thresholds: the numbers depend on the machine and on whoever else is using it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+
+import pytest
+
+from tests.conftest import ROOT, run_cli
+
+
+@pytest.mark.slow
+def test_quick_benchmark_writes_every_section(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = run_cli("--quick", "--threads", "1", "--out", str(out), script="scripts/benchmark.py")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    results = json.loads(out.read_text())
+    assert {"command", "machine", "fit", "encode", "scaling", "startup", "markdown"} <= set(results)
+    fit = results["fit"]["tiny"]
+    for side in ("seqae", "plain"):
+        assert fit[side]["steps_per_s"] > 0 and fit[side]["sequences_per_s"] > 0
+    assert fit["ratio"] > 0 and fit["threads"] == 1
+    assert results["encode"]["tiny"]["ratio"] > 0
+    assert {"base", "seq x2", "batch x2", "hidden x2"} == {r["config"] for r in results["scaling"]}
+    startup = results["startup"]
+    assert startup["to_first_step_s"] > 0
+    assert {"compose config", "build data", "build model"} <= set(startup["breakdown_s"])
+    # the printed table is the one in the JSON
+    assert results["markdown"] in proc.stdout and "| fit |" in results["markdown"]
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("benchmark", ROOT / "scripts" / "benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--sizes", "huge"], "--sizes: unknown size(s) ['huge']; choose from ['realistic', 'seed', 'tiny']"),
+        (["--only", "fit,speed"], "--only: unknown section(s) ['speed']"),
+        (["--rounds", "0"], "--rounds must be at least 1, got 0"),
+    ],
+)
+def test_bad_options_are_refused_naming_the_option_and_the_choices(args, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        load_benchmark().parse_args(args)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
