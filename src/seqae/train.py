@@ -19,6 +19,9 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
+from seqae.checkpoints import check_matches, read_checkpoint
+from seqae.scale import check_precision, ddp_job_in_multirun, run_ddp_job
+
 log = logging.getLogger(__name__)
 
 # Metric columns of TensorBoard's HPARAMS tab; they fill in as the run logs these tags.
@@ -28,7 +31,21 @@ HPARAM_METRICS = ("hp/val_loss_best", "test/loss", "test/mse", "test/mae")
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train and test one model; returns the flat metrics that also land in ``metrics.json``."""
     output_dir = Path(cfg.paths.output_dir)
-    refuse_to_overwrite(output_dir, cfg.get("ckpt_path"))
+    if cfg.get("skip_finished") and (output_dir / "metrics.json").is_file():
+        log.info("Skipping %s: it already holds metrics.json (skip_finished=true).", output_dir)
+        return json.loads((output_dir / "metrics.json").read_text())
+    ckpt_path = cfg.get("ckpt_path")
+    if (
+        ckpt_path is None
+        and cfg.get("skip_finished")
+        and (output_dir / "checkpoints" / "last.ckpt").is_file()
+    ):
+        ckpt_path = str(output_dir / "checkpoints" / "last.ckpt")  # a killed job of a sweep continues
+        log.info("Continuing %s from %s (skip_finished=true).", output_dir, ckpt_path)
+    refuse_to_overwrite(output_dir, ckpt_path)
+    check_devices(cfg.trainer)
+    if processes := ddp_job_in_multirun(cfg):  # see seqae/scale.py: the ranks run this job, not the sweep
+        return run_ddp_job(processes)
     if cfg.get("threads"):
         torch.set_num_threads(cfg.threads)
     if cfg.get("seed") is not None:
@@ -38,21 +55,33 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule.setup("fit")  # the model's input size and normalisation come from the data
     model = instantiate(cfg.model, input_size=datamodule.num_features)
     model.set_normalization(*datamodule.normalization())
+    if ckpt_path is not None:  # fail now, naming the file and the mismatch, not inside Lightning
+        check_matches(ckpt_path, read_checkpoint(ckpt_path), model)
 
     callbacks, loggers = instantiate_each(cfg.get("callbacks")), instantiate_each(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    check_precision(trainer, cfg.trainer.get("precision"))
     log_hyperparameters(trainer, cfg)
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = scalar_metrics(trainer.callback_metrics)
+    if "val/loss_best" not in metrics and torch.isfinite(model.val_loss_best.min_value):
+        # resumed from a run whose last epoch had already ended: nothing was validated this time
+        metrics["val/loss_best"] = float(model.val_loss_best.min_value)
     if cfg.get("test"):
         best = getattr(trainer.checkpoint_callback, "best_model_path", "")
         if not best:
             log.warning("No best checkpoint was saved; testing the weights at the end of training.")
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
         metrics.update(scalar_metrics(trainer.callback_metrics))
+    if cfg.get("evaluate_after_train"):  # downstream metrics of the best checkpoint (conf/eval/)
+        from seqae.evaluation import evaluate_run
 
-    metrics = {k: v for k, v in sorted(metrics.items()) if k.split("/")[0] in ("train", "val", "test")}
+        metrics.update(evaluate_run(trainer, model, datamodule, cfg.eval, output_dir))
+
+    metrics = {
+        k: v for k, v in sorted(metrics.items()) if k.split("/")[0] in ("train", "val", "test", "eval")
+    }
     metrics.update(epochs=trainer.current_epoch, steps=trainer.global_step, **config_choices())
     if trainer.is_global_zero:
         write_json_atomically(output_dir / "metrics.json", metrics)
@@ -89,6 +118,18 @@ def refuse_to_overwrite(output_dir: Path, ckpt_path: str | None) -> None:
         )
 
 
+def check_devices(trainer_cfg: DictConfig) -> None:
+    """More CPU processes than cores is a typo, not a plan: Lightning would start them all."""
+    devices, accelerator = trainer_cfg.get("devices"), trainer_cfg.get("accelerator")
+    cores = os.cpu_count() or 1
+    cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if cpu and isinstance(devices, int) and devices > cores:
+        raise ValueError(
+            f"trainer.devices={devices} asks for {devices} CPU processes, but this machine has {cores} cores. "
+            f"Use trainer.devices<={cores} (e.g. trainer=ddp_cpu for 2 processes)."
+        )
+
+
 def log_hyperparameters(trainer: L.Trainer, cfg: DictConfig) -> None:
     """One hparams summary per run: the resolved config plus the chosen groups, with real metric columns."""
     params = OmegaConf.to_container(cfg, resolve=True)
@@ -96,9 +137,19 @@ def log_hyperparameters(trainer: L.Trainer, cfg: DictConfig) -> None:
     params["choices"] = config_choices()
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
-            logger.log_hyperparams(params, dict.fromkeys(HPARAM_METRICS, math.nan))
+            logger.log_hyperparams(params, dict.fromkeys(hparam_metrics(cfg), math.nan))
         else:
             logger.log_hyperparams(params)
+
+
+def hparam_metrics(cfg: DictConfig) -> tuple[str, ...]:
+    """The HPARAMS tab's metric columns: the eval metrics too when the run evaluates its codes."""
+    if not cfg.get("evaluate_after_train"):
+        return HPARAM_METRICS
+    from seqae.evaluation import EVAL_METRICS
+
+    has_auroc = cfg.get("eval") and cfg.eval.get("anomaly_label") is not None
+    return HPARAM_METRICS + tuple(m for m in EVAL_METRICS if m != "eval/auroc" or has_auroc)
 
 
 def config_choices() -> dict[str, str]:
