@@ -82,19 +82,9 @@ SIZES = {
 # -- composing the config exactly as `python train.py` does ----------------------------------
 def compose_train_config(overrides: list[str], output_dir: Path):
     """The config `python train.py <overrides>` sees, with HydraConfig set as in a real run."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
+    from seqae.train import compose_config
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(output_dir)
-        cfg.hydra.job.num = 0
-    HydraConfig.instance().set_config(cfg)
-    return cfg
+    return compose_config(CONF, overrides, output_dir)
 
 
 def set_run_dir(cfg, output_dir: Path) -> None:

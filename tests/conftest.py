@@ -10,10 +10,10 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
+
+from seqae.train import compose_config as compose_train_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -48,14 +48,7 @@ def quiet_trainer(root: Path, **kwargs) -> L.Trainer:
 
 def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
     """The config `python train.py <overrides>` would see, with HydraConfig set as in a real run."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(output_dir)
-        cfg.hydra.job.num = 0
-    HydraConfig.instance().set_config(cfg)
-    return cfg
+    return compose_train_config(CONF, overrides, output_dir)
 
 
 @pytest.fixture

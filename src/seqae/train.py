@@ -165,6 +165,23 @@ def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, torch.Tensor) and v.numel() == 1}
 
 
+def compose_config(config_dir: str | Path, overrides: list[str], output_dir: str | Path) -> DictConfig:
+    """The config `python train.py <overrides>` sees, with HydraConfig set as in a real run, for
+    running ``train(cfg)`` in-process (tests, the benchmark, a notebook)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import open_dict
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
 def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
     """Write to a temporary file, then rename: a kill mid-write never leaves a truncated file."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from seqae.data import rows
 from seqae.data.rows import LazyRows
+from seqae.encoders import steps_mask
 
 NORMALIZATIONS = ("standard", "minmax", "none")
 SPLITS = ("train", "val", "test", "all")
@@ -382,11 +383,6 @@ class BucketBatchSampler(Sampler[Tensor]):
         total = len(self) * self.world
         batches = (batches * -(-total // len(batches)))[:total] if batches else []
         yield from batches[self.rank :: self.world]
-
-
-def steps_mask(lengths: Tensor, max_len: int) -> Tensor:
-    """[B] lengths -> [B, T] boolean mask of valid steps."""
-    return torch.arange(max_len) < lengths.to(torch.long).unsqueeze(-1)
 
 
 def label_ids(values: np.ndarray | list, source: str) -> tuple[Tensor, list[str]]:
