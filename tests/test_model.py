@@ -169,13 +169,17 @@ def test_several_steps_per_call_log_train_loss_at_the_same_optimizer_steps(tmp_p
 
     from lightning.pytorch.loggers import CSVLogger
 
-    logged = {}
-    for steps_per_call in (1, 3):
+    logged, losses = {}, {}
+    for steps_per_call in (1, 3, 5):  # 5 does not divide log_every_n_steps: calls end early to keep step
         torch.manual_seed(0)
         logger = CSVLogger(tmp_path, name=f"k{steps_per_call}", version="")
         model = SequenceAutoencoder(input_size=3, hidden_size=8, steps_per_call=steps_per_call)
         trainer = quiet_trainer(tmp_path, max_epochs=2, logger=logger, log_every_n_steps=3)
         trainer.fit(model, datamodule=tiny_data(num_sequences=120))
         with open(tmp_path / f"k{steps_per_call}" / "metrics.csv") as f:
-            logged[steps_per_call] = [int(r["step"]) for r in csv.DictReader(f) if r.get("train/loss")]
-    assert logged[3] == logged[1] == [2, 5, 8, 11]
+            rows = [r for r in csv.DictReader(f) if r.get("train/loss")]
+        logged[steps_per_call] = [int(r["step"]) for r in rows]
+        losses[steps_per_call] = [float(r["train/loss"]) for r in rows]
+    assert logged[5] == logged[3] == logged[1] == [2, 5, 8, 11]
+    # each written value is that call's own loss, not one left over from an earlier call
+    assert len(set(losses[5])) == len(losses[5])
