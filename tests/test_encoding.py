@@ -9,7 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from seqae.data import SequenceData, SequenceDataModule, SinesDataModule
+from seqae.data import SequenceData, SequenceDataModule, SinesDataModule, rows
 from seqae.encoding import encode_split, load_checkpoint_and_data, write_encodings
 from seqae.model import SequenceAutoencoder
 from tests.conftest import quiet_trainer
@@ -60,6 +60,17 @@ def test_variable_length_codes_match_each_sequence_encoded_alone():
         alone = [model.encode(data.x[i : i + 1, : data.lengths[i]]) for i in range(len(data))]
     np.testing.assert_allclose(codes, torch.cat(alone).numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(labels, (data.lengths % 2).numpy())
+
+
+@pytest.mark.parametrize("make", [sines, lambda: VariableLengthData(batch_size=16, seed=0)])
+def test_codes_do_not_depend_on_how_many_chunks_the_split_is_read_in(make, monkeypatch):
+    dm = make()
+    model = model_for(dm, readout="both")
+    one_chunk, _ = encode_split(model, dm, "all")
+    row_bytes = 4 * int(np.prod(dm.split_data("all").x.shape[1:]))
+    monkeypatch.setattr(rows, "CHUNK_BYTES", row_bytes * dm.batch_size)  # one batch per chunk
+    many_chunks, _ = encode_split(model, dm, "all", max_sequences=len(dm.split_data("all")) - 3)
+    np.testing.assert_array_equal(many_chunks, one_chunk[: len(many_chunks)])
 
 
 def test_codes_go_to_a_memory_mapped_npy_and_labels_beside_it(tmp_path):

@@ -1,9 +1,9 @@
 """Getting the codes out: encode a split of a DataModule with a trained model, and load both from a run.
 
 ``encode_split`` is the one encode loop (scripts/encode.py, evaluation, the embedding projector and
-the benchmark all use it): inference mode, batches straight from the DataModule's loader, each
-batch's codes copied into a preallocated array (or a memory-mapped ``.npy``, so memory stays flat
-however large the split is).
+the benchmark all use it): inference mode, the split read in chunks of whole batches, each batch's
+codes copied into a preallocated array (or a memory-mapped ``.npy``, so memory stays flat however
+large the split is).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
 
-from seqae.data.datamodule import SequenceDataModule
+from seqae.data import rows
+from seqae.data.datamodule import BatchSlices, SequenceDataModule
 from seqae.model import SequenceAutoencoder
 
 
@@ -38,24 +38,32 @@ def encode_split(
     shape = (n, model.encoder.code_size)
     codes = np.lib.format.open_memmap(out, "w+", np.float32, shape) if out else np.empty(shape, np.float32)
     device = next(model.parameters()).device
+    batch_size = datamodule.batch_size
+    # The split is read a chunk of whole batches at a time (one read, one normalisation, one copy to
+    # the device and one back per chunk); the encoder runs batch by batch on views of the chunk, so
+    # each batch is the one split_loader(split) gives, and a batch costs its forward and no more.
+    row_bytes = 4 * int(np.prod(data.x.shape[1:]))
+    chunk = max(1, rows.CHUNK_BYTES // (row_bytes * batch_size)) * batch_size
+    slices = BatchSlices(data)
     was_training = model.training
     model.eval()
-    loader = datamodule.split_loader(split)
-    start = 0
-    with torch.inference_mode():
-        for batch in _progress(loader, progress, f"encode {split}"):
-            if start >= n:
-                break
-            x = batch["x"].to(device, non_blocking=True)
-            lengths = batch.get("lengths")
-            if lengths is not None:
+    with torch.inference_mode(), _progress(n, progress, f"encode {split}") as bar:
+        for start in range(0, n, chunk):
+            part = slices[start : min(start + chunk, n)]  # padding zeroed, as in the loaders
+            x = model.normalize(part["x"].to(device, non_blocking=True))
+            lengths = part.get("lengths")
+            if lengths is None:
+                batches = [(xb, None) for xb in x.split(batch_size)]
+            else:  # each batch cut to its own longest sequence, as in the loaders
                 lengths = lengths.to(device, non_blocking=True)
-            code = model.encode(x, lengths)[: n - start]
-            codes[start : start + len(code)] = code.float().cpu().numpy()  # the one host copy per batch
-            start += len(code)
+                batches = [
+                    (xb[:, : int(lb.max())], lb)
+                    for xb, lb in zip(x.split(batch_size), lengths.split(batch_size), strict=True)
+                ]
+            code = torch.cat([model.encoder(xb, lb) for xb, lb in batches])
+            codes[start : start + len(code)] = code.float().cpu().numpy()  # one host copy per chunk
+            bar.update(len(x))
     model.train(was_training)
-    if start != n:
-        raise RuntimeError(f"encode_split: the {split} loader yielded {start} sequences, expected {n}.")
     if isinstance(codes, np.memmap):
         codes.flush()
     labels = None if data.labels is None else data.labels[:n].numpy()
@@ -81,12 +89,10 @@ def write_encodings(
     return out, labels_path
 
 
-def _progress(loader: DataLoader, enabled: bool, desc: str):
-    if not enabled:
-        return loader
+def _progress(total: int, enabled: bool, desc: str):
     from tqdm.auto import tqdm  # installed with lightning
 
-    return tqdm(loader, desc=desc, unit="batch", leave=False)
+    return tqdm(total=total, desc=desc, unit="seq", leave=False, disable=not enabled)
 
 
 # -- a checkpoint and the data it was trained on ------------------------------------------------
