@@ -13,8 +13,9 @@ Sections (each a Markdown table on stdout; all numbers in the ``--out`` JSON):
   A B A B ... in one process. Steady-state steps/s counts the steps inside an epoch; "with epoch
   ends" also counts what happens between epochs (seqae: validation, checkpoints, plots; plain:
   a validation pass). Ratios are medians of per-round ratios, so slow phases of a shared
-  machine hit both sides alike.
-* encode: ``seqae.encoding.encode_split`` against a bare ``nn.LSTM`` forward in inference mode.
+  machine hit both sides alike; "best epochs" compares each side's fastest epoch of all rounds.
+* encode: ``seqae.encoding.encode_split`` against a bare ``nn.LSTM`` forward in inference mode, both
+  from raw data (the bare side normalises the whole array in one op) to an array of codes.
 * scaling: a training step as sequence length, batch and hidden size double; the model's achieved
   GFLOP/s against ``torch.mm`` at the LSTM's recurrent GEMM shape.
 * startup: ``python train.py`` to its first training step, and where the seconds go.
@@ -143,7 +144,15 @@ class Stamps:
             raise ValueError("a fit round needs at least 2 epochs: the first one is the warm-up")
         steps = self.steps[-1] - self.steps[last[0]]
         sequences = self.sequences[-1] - self.sequences[last[0]]
-        rates = {}
+        # The fastest epoch's rate: a busy machine only ever slows a side down, so the best epochs
+        # of many are the closest either side gets to its undisturbed speed.
+        rates = {
+            "steps_per_s_best_epoch": max(
+                (self.steps[last[e]] - self.steps[last[e - 1]])
+                / (self.times[last[e]][0] - self.epoch_starts[e][0])
+                for e in later
+            )
+        }
         for clock, suffix in ((0, ""), (1, "_cpu")):  # wall-clock, and this process's CPU time
             train_t = sum(self.times[last[e]][clock] - self.epoch_starts[e][clock] for e in later)
             span = self.times[-1][clock] - self.epoch_starts[later[0]][clock]
@@ -297,6 +306,9 @@ def bench_fit(name: str, size: Size, rounds: int, threads: int, workdir: Path, e
         "plain": {k: median("plain", k) for k in keys},
         "ratio": ratio("steps_per_s"),
         "ratio_with_epoch_ends": ratio("steps_per_s_with_epoch_ends"),
+        # the best epoch of all rounds, each side: robust to the slow phases of a shared machine
+        "ratio_best_epochs": max(r["seqae"]["steps_per_s_best_epoch"] for r in per_round)
+        / max(r["plain"]["steps_per_s_best_epoch"] for r in per_round),
         # CPU time counts only what each side computes, not the time other processes took the
         # cores from it: the fairer ratio on a shared machine (it includes seqae's helper threads).
         "ratio_cpu": ratio("steps_per_s_cpu"),
@@ -539,16 +551,16 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     if results.get("fit"):
         lines += [
-            "| fit | threads | seqae steps/s | plain steps/s | seqae seq/s | plain seq/s | ratio | ratio with epoch ends "
-            "| CPU-time ratio | CPU-time ratio with epoch ends |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| fit | threads | seqae steps/s | plain steps/s | seqae seq/s | plain seq/s | ratio | best epochs' ratio "
+            "| ratio with epoch ends | CPU-time ratio | CPU-time ratio with epoch ends |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for name, r in results["fit"].items():
             s, p = r["seqae"], r["plain"]
             lines.append(
                 f"| {name} ({_shape(r['size'])}) | {r['threads']} | {s['steps_per_s']:.1f} | {p['steps_per_s']:.1f} "
                 f"| {s['sequences_per_s']:.0f} | {p['sequences_per_s']:.0f} | **{r['ratio']:.3f}x** "
-                f"| {r['ratio_with_epoch_ends']:.3f}x | {r['ratio_cpu']:.3f}x | {r['ratio_with_epoch_ends_cpu']:.3f}x |"
+                f"| {r['ratio_best_epochs']:.3f}x | {r['ratio_with_epoch_ends']:.3f}x | {r['ratio_cpu']:.3f}x | {r['ratio_with_epoch_ends_cpu']:.3f}x |"
             )
         lines.append("")
     if results.get("encode"):

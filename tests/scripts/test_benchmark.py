@@ -25,7 +25,7 @@ def test_quick_benchmark_writes_every_section(tmp_path):
     fit = results["fit"]["tiny"]
     for side in ("seqae", "plain"):
         assert fit[side]["steps_per_s"] > 0 and fit[side]["sequences_per_s"] > 0
-    assert fit["ratio"] > 0 and fit["threads"] == 1
+    assert fit["ratio"] > 0 and fit["ratio_best_epochs"] > 0 and fit["threads"] == 1
     assert results["encode"]["tiny"]["ratio"] > 0
     assert {"base", "seq x2", "batch x2", "hidden x2"} == {r["config"] for r in results["scaling"]}
     startup = results["startup"]
@@ -56,3 +56,21 @@ def test_bad_options_are_refused_naming_the_option_and_the_choices(args, message
         load_benchmark().parse_args(args)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_fit_rates_leave_out_the_warm_up_epoch_and_the_time_between_epochs():
+    bench = load_benchmark()
+    stamps = bench.Stamps({}, [], [], [], [])
+    # epoch 0 (warm-up): 10 steps; epoch 1: 10 steps in 2 s; epoch 2: 10 steps in 1 s, 3 s later
+    for epoch, start, steps_at in ((0, 0.0, 10), (1, 10.0, 20), (2, 15.0, 30)):
+        stamps.epoch_starts[epoch] = (start, start)
+        duration = {0: 5.0, 1: 2.0, 2: 1.0}[epoch]
+        stamps.times.append((start + duration, start + duration))
+        stamps.epochs.append(epoch)
+        stamps.steps.append(steps_at)
+        stamps.sequences.append(4 * steps_at)
+    rates = stamps.rates()
+    assert rates["steps_per_s"] == pytest.approx(20 / 3)  # 20 steps in 2 s + 1 s of training
+    assert rates["steps_per_s_with_epoch_ends"] == pytest.approx(20 / 6)  # from 10.0 to 16.0
+    assert rates["steps_per_s_best_epoch"] == pytest.approx(10.0)  # epoch 2
+    assert rates["sequences_per_s"] == pytest.approx(80 / 3)
