@@ -183,3 +183,17 @@ def test_several_steps_per_call_log_train_loss_at_the_same_optimizer_steps(tmp_p
     assert logged[5] == logged[3] == logged[1] == [2, 5, 8, 11]
     # each written value is that call's own loss, not one left over from an earlier call
     assert len(set(losses[5])) == len(losses[5])
+
+
+def test_a_non_finite_loss_in_the_middle_of_a_call_names_its_own_step(tmp_path):
+    """The fast path looks at its losses once per call; the report still names the step that failed."""
+    dm = tiny_data(num_sequences=120)  # 96 train sequences: 6 batches, one call of 6 steps
+    dm.setup("fit")
+    fourth_batch = list(dm.train_dataloader().sampler)[3]  # epoch 0's order (seed and epoch fix it)
+    dm.splits["train"].x[fourth_batch[0]] = float("inf")
+    model = SequenceAutoencoder(input_size=3, hidden_size=8, steps_per_call=8)
+    trainer = quiet_trainer(tmp_path, max_epochs=1, enable_checkpointing=False)
+    with pytest.raises(
+        FloatingPointError, match=r"at epoch 0, global step 3\. Batch inputs x: 36 non-finite"
+    ):
+        trainer.fit(model, datamodule=dm)

@@ -154,7 +154,7 @@ class SequenceAutoencoder(L.LightningModule):
         # loader's Python code then stays in the CPU's caches, and a fetch costs a quarter of what it
         # costs between a backward and the next forward.
         batches = [batch for batch, _, _ in itertools.islice(dataloader_iter, max(steps, 0))]
-        losses, sequences = [], 0
+        losses, moved, sequences = [], [], 0
         for batch in batches:
             if lean:  # what Lightning's transfer hooks do for this module's flat dict of tensors
                 batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
@@ -162,8 +162,6 @@ class SequenceAutoencoder(L.LightningModule):
                 batch = trainer.strategy.batch_to_device(trainer.precision_plugin.convert_input(batch))
             target, recon = self._reconstruct(batch, teacher_forcing=True)
             loss = masked_mse(recon, target, batch.get("lengths"))
-            if not math.isfinite(loss.item()):  # .item(): a twentieth of torch.isfinite's cost on CPU
-                raise FloatingPointError(self._non_finite_report(batch, recon, loss))
             optimizer.zero_grad(set_to_none=True)
             if lean:
                 loss.backward()
@@ -179,13 +177,23 @@ class SequenceAutoencoder(L.LightningModule):
                 optimizer.step()
             losses.append(loss.detach())
             sequences += target.shape[0]
+            moved.append(batch)
+        if not losses:
+            return
+        # One look at the losses per call, not per step: on a GPU each look waits for the device.
+        # Nothing is saved between a call's steps, so no checkpoint can hold what a bad step did.
+        losses = torch.stack(losses)
+        if not bool(torch.isfinite(losses).all()):
+            bad = int((~torch.isfinite(losses)).nonzero()[0])
+            step = trainer.global_step - len(losses) + bad
+            raise FloatingPointError(self._non_finite_report(moved[bad], None, losses[bad], step))
         # Lightning counts one logging step per call (it adds the 1); counting every optimizer step
         # keeps TensorBoard's step axis and log_every_n_steps in steps, whatever steps_per_call is.
         trainer.fit_loop.epoch_loop._batches_that_stepped += max(len(losses) - 1, 0)
         # self.log costs about as much as an optimizer step of a small model, so the loss (the mean
         # over this call's steps) is logged only on the calls whose metrics Lightning writes out.
-        if losses and (trainer._logger_connector.should_update_logs or trainer.fast_dev_run):
-            self.log("train/loss", torch.stack(losses).mean(), batch_size=sequences)
+        if trainer._logger_connector.should_update_logs or trainer.fast_dev_run:
+            self.log("train/loss", losses.mean(), batch_size=sequences)
 
     def configure_gradient_clipping(
         self,
@@ -210,7 +218,9 @@ class SequenceAutoencoder(L.LightningModule):
         else:
             scheduler.step()
 
-    def _non_finite_report(self, batch: dict[str, Tensor], recon: Tensor, loss: Tensor) -> str:
+    def _non_finite_report(
+        self, batch: dict[str, Tensor], recon: Tensor | None, loss: Tensor, step: int | None = None
+    ) -> str:
         def finite(t: Tensor) -> str:
             return (
                 "finite"
@@ -219,11 +229,14 @@ class SequenceAutoencoder(L.LightningModule):
             )
 
         bad_params = [n for n, p in self.named_parameters() if not torch.isfinite(p).all()]
+        # On the fast path the losses are checked after the call's last step (step is given).
+        reconstruction = "" if recon is None else f"reconstruction: {finite(recon)}; "
+        after = "" if step is None or step == self.global_step - 1 else " after the call's last step"
         return (
             f"The training loss became {loss.item()} at epoch {self.current_epoch}, global step "
-            f"{self.global_step}. Batch inputs x: {finite(batch['x'])}; normalised inputs: "
-            f"{finite(self.normalize(batch['x']))}; reconstruction: {finite(recon)}; parameters with "
-            f"non-finite values: {bad_params or 'none'}. Training stopped so that no checkpoint holds NaNs; "
+            f"{self.global_step if step is None else step}. Batch inputs x: {finite(batch['x'])}; normalised "
+            f"inputs: {finite(self.normalize(batch['x']))}; {reconstruction}parameters with non-finite "
+            f"values{after}: {bad_params or 'none'}. Training stopped so that no checkpoint holds NaNs; "
             f"the last good one is checkpoints/last.ckpt. Try a lower model.lr, a smaller "
             f"model.gradient_clip_val, clean data, or trainer.detect_anomaly=true to find the operation."
         )
