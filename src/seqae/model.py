@@ -151,8 +151,8 @@ class SequenceAutoencoder(L.LightningModule):
         if trainer.max_steps >= 0:
             steps = min(steps, trainer.max_steps - trainer.global_step)
         # The call's batches are fetched back to back (the epoch's last call gets what is left): the
-        # loader's Python code then stays in the CPU's caches, and a fetch costs a quarter of what it
-        # costs between a backward and the next forward.
+        # loader's Python code then stays in the CPU's caches, and a fetch costs about half of what
+        # it costs between a backward and the next forward (70 us against 125 us, seed-sized).
         batches = [batch for batch, _, _ in itertools.islice(dataloader_iter, max(steps, 0))]
         losses, moved, sequences = [], [], 0
         for batch in batches:
