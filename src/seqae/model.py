@@ -231,7 +231,7 @@ class SequenceAutoencoder(L.LightningModule):
         bad_params = [n for n, p in self.named_parameters() if not torch.isfinite(p).all()]
         # On the fast path the losses are checked after the call's last step (step is given).
         reconstruction = "" if recon is None else f"reconstruction: {finite(recon)}; "
-        after = "" if step is None or step == self.global_step - 1 else " after the call's last step"
+        after = "" if step is None else " after the call's last step"
         return (
             f"The training loss became {loss.item()} at epoch {self.current_epoch}, global step "
             f"{self.global_step if step is None else step}. Batch inputs x: {finite(batch['x'])}; normalised "
