@@ -144,8 +144,8 @@ class Stamps:
             raise ValueError("a fit round needs at least 2 epochs: the first one is the warm-up")
         steps = self.steps[-1] - self.steps[last[0]]
         sequences = self.sequences[-1] - self.sequences[last[0]]
-        # The fastest epoch's rate: a busy machine only ever slows a side down, so the best epochs
-        # of many are the closest either side gets to its undisturbed speed.
+        # The fastest epoch's rate: a busy machine only ever slows a side down. (On a shared machine
+        # whose speed drifts for minutes, the best epochs' ratio moves about as much as the median.)
         rates = {
             "steps_per_s_best_epoch": max(
                 (self.steps[last[e]] - self.steps[last[e - 1]])
@@ -306,7 +306,7 @@ def bench_fit(name: str, size: Size, rounds: int, threads: int, workdir: Path, e
         "plain": {k: median("plain", k) for k in keys},
         "ratio": ratio("steps_per_s"),
         "ratio_with_epoch_ends": ratio("steps_per_s_with_epoch_ends"),
-        # the best epoch of all rounds, each side: robust to the slow phases of a shared machine
+        # each side's fastest epoch of all rounds
         "ratio_best_epochs": max(r["seqae"]["steps_per_s_best_epoch"] for r in per_round)
         / max(r["plain"]["steps_per_s_best_epoch"] for r in per_round),
         # CPU time counts only what each side computes, not the time other processes took the
