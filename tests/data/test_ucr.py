@@ -26,6 +26,14 @@ def write_tsv(root: Path, name: str = "Tiny", n_train: int = 10, n_test: int = 6
     return folder
 
 
+def write_ts(root: Path, name: str, train: str, test: str) -> None:
+    """A UCR/UEA-style folder holding <name>_TRAIN.ts and <name>_TEST.ts."""
+    folder = root / name
+    folder.mkdir()
+    (folder / f"{name}_TRAIN.ts").write_text(train)
+    (folder / f"{name}_TEST.ts").write_text(test)
+
+
 def make(root: Path, name: str = "Tiny", **kwargs) -> UCRDataModule:
     dm = UCRDataModule(root=str(root), name=name, **{"batch_size": 4, "seed": 0, **kwargs})
     dm.setup("fit")
@@ -49,11 +57,13 @@ def test_tsv_official_test_split_and_validation_out_of_train(tmp_path):
 
 
 def test_ts_univariate_equal_length_with_declared_class_order(tmp_path):
-    folder = tmp_path / "Uni"
-    folder.mkdir()
     header = "# a comment\n@problemName Uni\n@timeStamps false\n@univariate true\n@equalLength true\n@classLabel true b a\n@data\n"
-    (folder / "Uni_TRAIN.ts").write_text(header + "1,2,3,4:a\n5,6,7,8:b\n1,1,1,1:a\n2,2,2,2:b\n3,3,3,3:a\n")
-    (folder / "Uni_TEST.ts").write_text(header + "4,3,2,1:b\n")
+    write_ts(
+        tmp_path,
+        "Uni",
+        header + "1,2,3,4:a\n5,6,7,8:b\n1,1,1,1:a\n2,2,2,2:b\n3,3,3,3:a\n",
+        header + "4,3,2,1:b\n",
+    )
     dm = make(tmp_path, "Uni")
     assert dm.label_names == ["b", "a"]  # the header's order
     train = dm.split_data("train")
@@ -63,12 +73,9 @@ def test_ts_univariate_equal_length_with_declared_class_order(tmp_path):
 
 
 def test_ts_multivariate_unequal_length(tmp_path):
-    folder = tmp_path / "Multi"
-    folder.mkdir()
     header = "@problemName Multi\n@timeStamps false\n@univariate false\n@dimensions 2\n@equalLength false\n@classLabel true x y\n@data\n"
     cases = ["1,2,3:4,5,6:x", "1,2:3,4:y", "1,2,3,4:5,6,7,8:x", "9:9:y", "1,2,3:1,2,3:x"]
-    (folder / "Multi_TRAIN.ts").write_text(header + "\n".join(cases) + "\n")
-    (folder / "Multi_TEST.ts").write_text(header + "1,2,3,4,5:1,2,3,4,5:y\n")
+    write_ts(tmp_path, "Multi", header + "\n".join(cases) + "\n", header + "1,2,3,4,5:1,2,3,4,5:y\n")
     dm = make(tmp_path, "Multi", format="ts")
     train, everything = dm.split_data("train"), dm.split_data("all")
     assert dm.num_features == 2 and train.lengths.tolist() == [3, 2, 4, 1, 3]
@@ -77,11 +84,8 @@ def test_ts_multivariate_unequal_length(tmp_path):
 
 
 def test_ts_without_labels(tmp_path):
-    folder = tmp_path / "NoLab"
-    folder.mkdir()
     header = "@problemName NoLab\n@classLabel false\n@data\n"
-    (folder / "NoLab_TRAIN.ts").write_text(header + "1,2,3\n4,5,6\n7,8,9\n1,1,1\n2,2,2\n")
-    (folder / "NoLab_TEST.ts").write_text(header + "3,2,1\n")
+    write_ts(tmp_path, "NoLab", header + "1,2,3\n4,5,6\n7,8,9\n1,1,1\n2,2,2\n", header + "3,2,1\n")
     dm = make(tmp_path, "NoLab")
     assert dm.label_names is None and dm.split_data("train").labels is None
 
@@ -129,10 +133,7 @@ def test_bad_tsv_names_the_file_and_line(tmp_path, train, error, message):
     ],
 )
 def test_bad_ts_names_the_file_and_line(tmp_path, train, message):
-    folder = tmp_path / "Bad"
-    folder.mkdir()
-    (folder / "Bad_TRAIN.ts").write_text(train)
-    (folder / "Bad_TEST.ts").write_text(ts("1,2,3:a\n"))
+    write_ts(tmp_path, "Bad", train, ts("1,2,3:a\n"))
     with pytest.raises(DataError, match=message):
         make(tmp_path, "Bad")
 
