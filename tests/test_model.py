@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import contextlib
+
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.plugins.precision import MixedPrecision
 
 from seqae.data import SinesDataModule
 from seqae.model import SequenceAutoencoder, masked_mse, reverse_valid_steps
-from tests.conftest import quiet_trainer
+from tests.conftest import needs_cuda, quiet_trainer
 
 
 def tiny_data(**kwargs) -> SinesDataModule:
@@ -131,9 +134,33 @@ def test_pinned_loss_of_the_default_model(tmp_path):
 PINNED_VAL_LOSS = 0.93328243  # measured with torch 2.13.0 CPU
 
 
+def loss_scaled_float32(subclass: bool) -> MixedPrecision:
+    """16-mixed's loss scaling (a GradScaler starting at 2**16) around float32 math: CPUs have no fp16
+    LSTM kernels, but the scaler is what decides where clipping must happen. The fast path does the
+    scaler's work itself for Lightning's own MixedPrecision (``subclass=False``), and leaves it to
+    Lightning's wrappers for a plugin of another class."""
+
+    class LossScaledFloat32(MixedPrecision):
+        pass
+
+    plugin = (LossScaledFloat32 if subclass else MixedPrecision)(
+        "16-mixed", "cpu", torch.amp.GradScaler("cpu")
+    )
+    plugin.forward_context = contextlib.nullcontext  # no autocast
+    return plugin
+
+
 @pytest.mark.parametrize(
     ("scheduler", "precision"),
-    [("cosine", "32-true"), ("plateau", "32-true"), ("cosine", "64-true")],  # 64-true: Lightning's wrappers
+    [
+        ("cosine", "32-true"),
+        ("plateau", "32-true"),
+        ("cosine", "64-true"),  # Lightning's wrappers instead of the lean path
+        ("cosine", "loss-scaled"),  # 16-mixed's scaler: gradients are clipped after unscaling
+        ("cosine", "loss-scaled, Lightning's wrappers"),
+        pytest.param("cosine", "cuda 16-mixed", marks=needs_cuda),
+        pytest.param("cosine", "cuda bf16-mixed", marks=needs_cuda),
+    ],
 )
 def test_several_steps_per_call_train_exactly_as_one_step_per_call(tmp_path, scheduler, precision):
     """The fast path (steps_per_call > 1, manual optimization) makes the same optimizer steps on the
@@ -144,7 +171,13 @@ def test_several_steps_per_call_train_exactly_as_one_step_per_call(tmp_path, sch
         dm = tiny_data(num_sequences=120)  # 96 train sequences: 6 batches, so the last call takes 0 of 3
         args = dict(input_size=3, hidden_size=8, lr=0.05, scheduler=scheduler, gradient_clip_val=0.5)
         model = SequenceAutoencoder(**args, steps_per_call=steps_per_call)
-        trainer = quiet_trainer(tmp_path, max_epochs=3, enable_checkpointing=False, precision=precision)
+        if precision.startswith("loss-scaled"):
+            how = {"plugins": [loss_scaled_float32(subclass="wrappers" in precision)]}
+        elif precision.startswith("cuda "):
+            how = {"accelerator": "gpu", "devices": 1, "precision": precision.removeprefix("cuda ")}
+        else:
+            how = {"precision": precision}
+        trainer = quiet_trainer(tmp_path, max_epochs=3, enable_checkpointing=False, **how)
         trainer.fit(model, datamodule=dm)
         runs.append((model, trainer))
     (slow, slow_trainer), (fast, fast_trainer) = runs
@@ -152,8 +185,14 @@ def test_several_steps_per_call_train_exactly_as_one_step_per_call(tmp_path, sch
     # logging steps count optimizer steps too, so TensorBoard's step axis is the same
     assert fast_trainer.fit_loop.epoch_loop._batches_that_stepped == 3 * 6
     assert fast.optimizers().param_groups[0]["lr"] == pytest.approx(slow.optimizers().param_groups[0]["lr"])
+    if scaler := fast_trainer.precision_plugin.scaler if precision.startswith(("loss", "cuda 16")) else None:
+        # the loss was scaled and the scale updated after every step, as Lightning does it
+        assert scaler.state_dict() == slow_trainer.precision_plugin.scaler.state_dict()
+        assert scaler.state_dict()["_growth_tracker"] == 3 * 6
+    # on a GPU, cuDNN may pick other kernels (and summation orders) for the two runs
+    tol = {"rtol": 1e-4, "atol": 1e-5} if precision.startswith("cuda ") else {}
     for (name, a), b in zip(slow.state_dict().items(), fast.state_dict().values(), strict=True):
-        torch.testing.assert_close(a, b, msg=name)
+        torch.testing.assert_close(a, b, msg=name, **tol)
 
 
 def test_steps_per_call_must_be_a_positive_integer():

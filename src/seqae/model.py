@@ -9,7 +9,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.plugins.precision import Precision
+from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 from lightning.pytorch.strategies import SingleDeviceStrategy
 from torch import Tensor
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MinMetric
@@ -124,7 +124,7 @@ class SequenceAutoencoder(L.LightningModule):
         target = reverse_valid_steps(x, lengths) if self.hparams.reverse_target else x
         code = self.encoder(x, lengths)
         recon = self.decoder(code, x.shape[1], target if teacher_forcing else None)
-        return target, recon.float()  # under autocast the LSTM answers in low precision
+        return target, recon.to(target.dtype)  # under autocast the LSTM answers in bf16/fp16
 
     # -- training --------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
@@ -139,10 +139,15 @@ class SequenceAutoencoder(L.LightningModule):
         """Up to ``steps_per_call`` optimizer steps, each on the next batch: what a hand-written loop does."""
         optimizer, trainer = self.optimizers(), self.trainer
         clip = self.hparams.gradient_clip_val
-        # One device in 32-bit: Lightning's backward/clip/step wrappers then only call the per-step
-        # callback hooks (on_before/after_backward, on_before_optimizer_step), about 10% of a small
-        # model's step; the fast path skips them. Mixed precision and DDP keep Lightning's wrappers.
-        lean = type(trainer.precision_plugin) is Precision and type(trainer.strategy) is SingleDeviceStrategy
+        # One device, in 32-bit or mixed precision: Lightning's backward/clip/step wrappers then add
+        # only the per-step callback hooks (on_before/after_backward, on_before_optimizer_step), about
+        # 10% of a small model's step. The fast path skips them and does what the precision plugin
+        # does: autocast is already on (Lightning calls training_step inside it), and for 16-mixed its
+        # GradScaler scales the loss and unscales the gradients before clipping. DDP and other
+        # precision plugins (64-true, FSDP, ...) keep Lightning's wrappers.
+        plugin = trainer.precision_plugin
+        lean = type(plugin) in (Precision, MixedPrecision) and type(trainer.strategy) is SingleDeviceStrategy
+        scaler = getattr(plugin, "scaler", None)
         # A call ends on a multiple of log_every_n_steps, so train/loss is written at the same steps
         # as with one step per call, and never goes past max_steps.
         steps, stepped = self.hparams.steps_per_call, trainer.fit_loop.epoch_loop._batches_that_stepped
@@ -164,16 +169,20 @@ class SequenceAutoencoder(L.LightningModule):
             loss = masked_mse(recon, target, batch.get("lengths"))
             optimizer.zero_grad(set_to_none=True)
             if lean:
-                loss.backward()
+                (loss if scaler is None else scaler.scale(loss)).backward()
                 if clip:
+                    if scaler is not None:
+                        scaler.unscale_(optimizer.optimizer)
                     torch.nn.utils.clip_grad_norm_(self.parameters(), clip)
                 optimizer._on_before_step()  # Lightning's step counter: trainer.global_step, max_steps
-                optimizer.optimizer.step()
+                if scaler is None:
+                    optimizer.optimizer.step()
+                else:  # skips the step when the gradients overflowed, and adapts the scale
+                    scaler.step(optimizer.optimizer)
+                    scaler.update()
                 optimizer._on_after_step()
-            else:
+            else:  # clips in on_before_optimizer_step, once 16-mixed's scaler has unscaled the gradients
                 self.manual_backward(loss)
-                if clip:
-                    self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
                 optimizer.step()
             losses.append(loss.detach())
             sequences += target.shape[0]
@@ -207,6 +216,13 @@ class SequenceAutoencoder(L.LightningModule):
         self.clip_gradients(
             optimizer, gradient_clip_val=clip, gradient_clip_algorithm=gradient_clip_algorithm
         )
+
+    def on_before_optimizer_step(self, optimizer: Any) -> None:
+        # The fast path off its lean path (DDP, other precision plugins): Lightning calls this inside
+        # optimizer.step(), after 16-mixed's GradScaler has unscaled the gradients. Clipping before
+        # step() would clip gradients still multiplied by the loss scale (2**16 at first).
+        if not self.automatic_optimization and (clip := self.hparams.gradient_clip_val):
+            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
 
     def on_train_epoch_end(self) -> None:
         # Lightning steps schedulers only under automatic optimization; the fast path steps its own.
