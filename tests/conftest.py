@@ -32,6 +32,9 @@ TINY = [
 
 torch.set_num_threads(1)
 
+# The CUDA paths (training in each precision, encoding) are checked where a GPU is; CI has none.
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
 
 def quiet_trainer(root: Path, **kwargs) -> L.Trainer:
     """A real CPU Trainer with no logger, progress bar or summary; kwargs override."""

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from seqae.data import SequenceData, SequenceDataModule, SinesDataModule, rows
 from seqae.encoding import encode_split, load_checkpoint_and_data, write_encodings
 from seqae.model import SequenceAutoencoder
-from tests.conftest import quiet_trainer
+from tests.conftest import needs_cuda, quiet_trainer
 
 
 class VariableLengthData(SequenceDataModule):
@@ -49,6 +49,15 @@ def test_codes_are_the_models_codes_of_the_split_in_its_order(split):
         expected = model.encode(data.x).numpy()
     np.testing.assert_allclose(codes, expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(labels, data.labels.numpy())
+
+
+@needs_cuda
+def test_codes_on_a_gpu_match_codes_on_the_cpu():
+    dm = VariableLengthData(batch_size=16, seed=0)  # packed sequences on cuDNN too
+    model = model_for(dm, readout="cell")
+    cpu_codes, _ = encode_split(model, dm, "all")
+    gpu_codes, _ = encode_split(model.cuda(), dm, "all")
+    np.testing.assert_allclose(gpu_codes, cpu_codes, rtol=1e-3, atol=1e-4)
 
 
 def test_variable_length_codes_match_each_sequence_encoded_alone():

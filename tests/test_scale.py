@@ -17,6 +17,7 @@ import seqae.model
 from seqae.model import masked_mse
 from seqae.scale import ddp_job_in_multirun, entry_command, rank_overrides, wait_for_ranks
 from seqae.train import train
+from tests.conftest import needs_cuda
 
 
 def cpu_has_bf16_lstm() -> bool:
@@ -47,6 +48,34 @@ def test_bf16_mixed_on_cpu_trains_with_the_loss_in_float32(tiny_cfg, monkeypatch
     assert metrics["steps"] == len(seen) == 8
     assert {s[:3] for s in seen} == {(True, torch.bfloat16, torch.float32)}  # bf16 autocast, float32 loss
     assert all(math.isfinite(s[3]) for s in seen) and math.isfinite(metrics["test/loss"])
+
+
+@needs_cuda
+@pytest.mark.parametrize(
+    ("precision", "autocast_dtype"),
+    [("32-true", None), ("bf16-mixed", torch.bfloat16), ("16-mixed", torch.float16)],
+)
+def test_a_gpu_trains_in_each_precision_and_its_checkpoint_loads_on_a_cpu(
+    tiny_cfg, monkeypatch, precision, autocast_dtype
+):
+    seen = set()  # (device, autocast dtype or None, loss dtype) of every training loss
+
+    def recording_mse(recon, target, lengths):
+        loss = masked_mse(recon, target, lengths)
+        if torch.is_grad_enabled():
+            autocast = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else None
+            seen.add((recon.device.type, autocast, loss.dtype))
+        return loss
+
+    monkeypatch.setattr(seqae.model, "masked_mse", recording_mse)
+    cfg = tiny_cfg("trainer=gpu", "trainer.accelerator=gpu", f"trainer.precision={precision}", "logger=csv")
+    metrics = train(cfg)
+
+    assert seen == {("cuda", autocast_dtype, torch.float32)}
+    assert metrics["steps"] == 8 and math.isfinite(metrics["test/loss"])
+    best = Path(cfg.paths.output_dir) / "checkpoints" / "best.ckpt"
+    model = seqae.model.SequenceAutoencoder.load_from_checkpoint(best, map_location="cpu")
+    assert torch.isfinite(model.encode(torch.randn(2, 12, 3))).all()
 
 
 @pytest.mark.parametrize("precision", ["16-mixed", "16"])
