@@ -18,6 +18,11 @@ Sections (each a Markdown table on stdout; all numbers in the ``--out`` JSON):
   from raw data (the bare side normalises the whole array in one op) to an array of codes.
 * scaling: a training step as sequence length, batch and hidden size double; the model's achieved
   GFLOP/s against ``torch.mm`` at the LSTM's recurrent GEMM shape.
+
+Every section runs where the composed config's Trainer would (``trainer=gpu``, or a GPU that
+``accelerator: auto`` finds), and the fit section in its precision (``trainer.precision=bf16-mixed``):
+the plain side then keeps its data on the device and uses autocast, and a GradScaler for 16-mixed.
+Epochs are timed once the GPU has finished their queued work.
 * startup: ``python train.py`` to its first training step, and where the seconds go.
 """
 
@@ -37,7 +42,7 @@ import sys
 import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -116,46 +121,38 @@ class PlainAutoencoder(nn.Module):
 
 @dataclass
 class Stamps:
-    """When each epoch started, and timestamps after training steps with the epoch and the optimizer
-    steps and sequences done so far (one stamp may cover several steps: seqae's fast path makes
-    ``model.steps_per_call`` of them per Lightning call)."""
+    """Each epoch's training part: when it started and ended (wall and CPU seconds), and the optimizer
+    steps and sequences done by its end. The end waits for the GPU (``now``), so queued work counts."""
 
-    epoch_starts: dict[int, tuple[float, float]]  # (wall, CPU) seconds
-    times: list[tuple[float, float]]
-    epochs: list[int]
-    steps: list[int]
-    sequences: list[int]
+    starts: dict[int, tuple[float, float]] = field(default_factory=dict)
+    ends: dict[int, tuple[float, float]] = field(default_factory=dict)
+    steps: dict[int, int] = field(default_factory=dict)
+    sequences: dict[int, int] = field(default_factory=dict)
 
     def start_epoch(self, epoch: int) -> None:
-        self.epoch_starts[epoch] = (time.perf_counter(), time.process_time())
+        self.starts[epoch] = now()
 
-    def add(self, epoch: int, steps: int, sequences: int) -> None:
-        self.times.append((time.perf_counter(), time.process_time()))
-        self.epochs.append(epoch)
-        self.steps.append(steps)
-        self.sequences.append(sequences)
+    def end_epoch(self, epoch: int, steps: int, sequences: int) -> None:
+        self.ends[epoch], self.steps[epoch], self.sequences[epoch] = now(), steps, sequences
 
     def rates(self) -> dict[str, float]:
         """Steady-state rates, the first epoch being the warm-up: over the training part of each
-        later epoch (its start to its last step), and over all of them with the epoch ends between."""
-        last = {e: i for i, e in enumerate(self.epochs)}  # index of each epoch's last stamp
-        later = sorted(e for e in last if e > 0)
-        if not later:
+        later epoch (its start to its end), and over all of them with the epoch ends between."""
+        later = sorted(e for e in self.ends if e > 0)
+        if not later or 0 not in self.ends:
             raise ValueError("a fit round needs at least 2 epochs: the first one is the warm-up")
-        steps = self.steps[-1] - self.steps[last[0]]
-        sequences = self.sequences[-1] - self.sequences[last[0]]
+        steps = self.steps[later[-1]] - self.steps[0]
+        sequences = self.sequences[later[-1]] - self.sequences[0]
         # The fastest epoch's rate: a busy machine only ever slows a side down. (On a shared machine
         # whose speed drifts for minutes, the best epochs' ratio moves about as much as the median.)
         rates = {
             "steps_per_s_best_epoch": max(
-                (self.steps[last[e]] - self.steps[last[e - 1]])
-                / (self.times[last[e]][0] - self.epoch_starts[e][0])
-                for e in later
+                (self.steps[e] - self.steps[e - 1]) / (self.ends[e][0] - self.starts[e][0]) for e in later
             )
         }
         for clock, suffix in ((0, ""), (1, "_cpu")):  # wall-clock, and this process's CPU time
-            train_t = sum(self.times[last[e]][clock] - self.epoch_starts[e][clock] for e in later)
-            span = self.times[-1][clock] - self.epoch_starts[later[0]][clock]
+            train_t = sum(self.ends[e][clock] - self.starts[e][clock] for e in later)
+            span = self.ends[later[-1]][clock] - self.starts[later[0]][clock]
             rates |= {
                 f"steps_per_s{suffix}": steps / train_t,
                 f"sequences_per_s{suffix}": sequences / train_t,
@@ -165,62 +162,105 @@ class Stamps:
         return rates
 
 
-def plain_fit(x_train: Tensor, x_val: Tensor, cfg, seed: int) -> Stamps:
-    """The hand-written loop: shuffle, slice, forward, MSE, backward, clip, Adam; a validation pass per epoch."""
+def now() -> tuple[float, float]:
+    """(wall, CPU) seconds, once the GPU has done what was queued: work is counted when it is done."""
+    if torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+    return time.perf_counter(), time.process_time()
+
+
+# -- where and in what precision train.py's Trainer runs; the plain side does the same -------------
+AUTOCAST_DTYPES = {"32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+
+
+def device_and_precision(cfg) -> tuple[torch.device, str]:
+    """The device and precision the composed config's Trainer picks (Lightning decides ``auto``)."""
+    from hydra.utils import instantiate
+
+    trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
+    if trainer.world_size > 1:
+        raise ValueError(
+            f"The benchmark compares one process with a plain loop; trainer.devices={cfg.trainer.devices} "
+            f"and trainer.num_nodes={cfg.trainer.num_nodes} start {trainer.world_size}. Use one device."
+        )
+    precision = str(trainer.precision)
+    if precision not in AUTOCAST_DTYPES:
+        raise ValueError(
+            f"trainer.precision={precision}: the plain loop is written for {sorted(AUTOCAST_DTYPES)}."
+        )
+    return trainer.strategy.root_device, precision
+
+
+def plain_fit(x_train: Tensor, x_val: Tensor, cfg, seed: int, device: torch.device, precision: str) -> Stamps:
+    """The hand-written loop: shuffle, slice, forward, MSE, backward, clip, Adam; a validation pass per
+    epoch. The data sits on the device from the start; mixed precision is autocast (and, for 16-mixed,
+    a GradScaler), as the PyTorch AMP recipe writes it."""
     torch.manual_seed(seed)
     n, batch = x_train.shape[0], cfg.data.batch_size
-    model = PlainAutoencoder(x_train.shape[-1], cfg.model.hidden_size)
+    x_train, x_val = x_train.to(device), x_val.to(device)
+    model = PlainAutoencoder(x_train.shape[-1], cfg.model.hidden_size).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.model.lr, weight_decay=cfg.model.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.trainer.max_epochs)
     clip = cfg.model.get("gradient_clip_val") or cfg.trainer.get("gradient_clip_val")
+    dtype = AUTOCAST_DTYPES[precision]
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
     log_every = cfg.trainer.log_every_n_steps
     generator = torch.Generator().manual_seed(seed)
-    stamps = Stamps({}, [], [], [], [])
+    stamps = Stamps()
     step = seen = 0
     for epoch in range(cfg.trainer.max_epochs):
         stamps.start_epoch(epoch)
         model.train()
         for index in torch.randperm(n, generator=generator).split(batch):
-            xb = x_train[index]
-            loss = nn.functional.mse_loss(model(xb), xb)
+            xb = x_train[index.to(device)]
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                recon = model(xb)
+            loss = nn.functional.mse_loss(recon.float(), xb)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
             if clip:
+                scaler.unscale_(optimizer)
                 nn.utils.clip_grad_norm_(model.parameters(), clip)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             step += 1
             if step % log_every == 0:
                 loss.item()  # a hand-written loop looks at its loss now and then
             seen += xb.shape[0]
-            stamps.add(epoch, step, seen)
+        stamps.end_epoch(epoch, step, seen)
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             for xb in x_val.split(batch):
-                nn.functional.mse_loss(model(xb), xb).item()
+                nn.functional.mse_loss(model(xb).float(), xb).item()
         scheduler.step()
     return stamps
 
 
 # -- seqae's path ----------------------------------------------------------------------------
 class StepTimer(L.Callback):
-    """Stamps the end of every training_step call; the benchmark adds it to the composed callbacks."""
+    """Stamps the start and the end of each epoch's training part; the benchmark adds it to the
+    composed callbacks."""
 
     last: StepTimer | None = None
 
     def __init__(self) -> None:
-        self.stamps = Stamps({}, [], [], [], [])
-        self.done_before_epoch = 0
+        self.stamps = Stamps()
+        self.sequences_before_epoch = 0
         StepTimer.last = self
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self.stamps.start_epoch(trainer.current_epoch)
-        self.done_before_epoch = self.stamps.sequences[-1] if self.stamps.sequences else 0
+        self.sequences_before_epoch = self.stamps.sequences.get(trainer.current_epoch - 1, 0)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        # batch_idx is the loader index of the last batch this call took (also on the fast path)
+        # batch_idx is the loader index of the last batch this call took (also on the fast path); the
+        # epoch's end is stamped before its validation. (A fast-path call that finds the loader empty
+        # stamps it again, microseconds later.)
+        if batch_idx + 1 < trainer.num_training_batches:
+            return
         n_train, batch_size = len(trainer.datamodule.splits["train"]), trainer.datamodule.batch_size
-        in_epoch = min((batch_idx + 1) * batch_size, n_train)
-        self.stamps.add(trainer.current_epoch, trainer.global_step, self.done_before_epoch + in_epoch)
+        sequences = self.sequences_before_epoch + min((batch_idx + 1) * batch_size, n_train)
+        self.stamps.end_epoch(trainer.current_epoch, trainer.global_step, sequences)
 
 
 class StartupStamp(L.Callback):
@@ -273,6 +313,7 @@ def bench_fit(name: str, size: Size, rounds: int, threads: int, workdir: Path, e
     from hydra.utils import instantiate
 
     cfg = fit_config(size, threads, workdir, extra)
+    device, precision = device_and_precision(cfg)
     data = instantiate(cfg.data)
     data.setup("fit")
     loc, scale = data.normalization()
@@ -281,7 +322,7 @@ def bench_fit(name: str, size: Size, rounds: int, threads: int, workdir: Path, e
     per_round = []
     for r in range(rounds):
         seqae = seqae_fit(cfg, workdir / f"{name}_round{r}").rates()
-        plain = plain_fit(x_train, x_val, cfg, seed=cfg.seed).rates()
+        plain = plain_fit(x_train, x_val, cfg, cfg.seed, device, precision).rates()
         per_round.append({"seqae": seqae, "plain": plain})
         print(
             f"  fit {name} round {r + 1}/{rounds}: seqae {seqae['steps_per_s']:.1f} steps/s, "
@@ -300,6 +341,8 @@ def bench_fit(name: str, size: Size, rounds: int, threads: int, workdir: Path, e
     return {
         "size": asdict(size),
         "threads": threads,
+        "device": str(device),
+        "precision": precision,
         "rounds": rounds,
         "steps_per_epoch": len(data.train_dataloader()),
         "seqae": {k: median("seqae", k) for k in keys},
@@ -318,18 +361,21 @@ def bench_fit(name: str, size: Size, rounds: int, threads: int, workdir: Path, e
 
 
 # -- encode ----------------------------------------------------------------------------------
-def bench_encode(name: str, size: Size, rounds: int, threads: int, workdir: Path) -> dict:
+def bench_encode(name: str, size: Size, rounds: int, threads: int, workdir: Path, extra: list[str]) -> dict:
     """seqae's export path against a bare nn.LSTM forward (same weights, same batches) in inference mode,
-    both from the data in its own units to an array of codes."""
+    both from the data in its own units on the host to an array of codes on the host, in float32 on the
+    device the config's Trainer would pick (scripts/encode.py's device=auto picks the same)."""
     from hydra.utils import instantiate
 
-    cfg = compose_train_config([*size.overrides(), f"threads={threads}"], workdir / "encode")
+    cfg = compose_train_config([*size.overrides(), f"threads={threads}", *extra], workdir / "encode")
+    device, _ = device_and_precision(cfg)
     data = instantiate(cfg.data)
     data.setup("fit")
     model = instantiate(cfg.model, input_size=data.num_features)
     loc, scale = data.normalization()
     model.set_normalization(loc, scale)
-    model.eval()
+    model.eval().to(device)
+    loc, scale = model.norm_loc, model.norm_scale
     split = "train"
     x = data.splits[split].x
     lstm = model.encoder.lstm
@@ -343,7 +389,8 @@ def bench_encode(name: str, size: Size, rounds: int, threads: int, workdir: Path
 
     def bare_encode() -> None:  # raw data to codes: it normalises too, the whole array in one op
         with torch.inference_mode():
-            torch.cat([lstm(xb)[1][0][-1] for xb in ((x - loc) / scale).split(size.batch)]).numpy()
+            xs = ((x.to(device) - loc) / scale).split(size.batch)
+            torch.cat([lstm(xb)[1][0][-1] for xb in xs]).cpu().numpy()
 
     seqae_encode(), bare_encode()  # warm-up: oneDNN builds its primitives on first use
     per_round = []
@@ -354,6 +401,7 @@ def bench_encode(name: str, size: Size, rounds: int, threads: int, workdir: Path
     return {
         "size": asdict(size),
         "threads": threads,
+        "device": str(device),
         "path": path,
         "sequences": n,
         "seqae_sequences_per_s": n / statistics.median(r["seqae_s"] for r in per_round),
@@ -364,14 +412,18 @@ def bench_encode(name: str, size: Size, rounds: int, threads: int, workdir: Path
 
 
 def _seconds(fn, min_time: float = 0.2) -> float:
-    """Seconds per call, repeating the call until at least ``min_time`` has passed."""
-    calls, start = 0, time.perf_counter()
+    """Seconds per call, repeating the call until at least ``min_time`` has passed. Calls go in
+    doubling groups and the clock is read (after the GPU finishes) between groups only, so calls
+    queue on a GPU as they would in a loop."""
+    calls, group, start = 0, 1, now()[0]
     while True:
-        fn()
-        calls += 1
-        elapsed = time.perf_counter() - start
+        for _ in range(group):
+            fn()
+        calls += group
+        elapsed = now()[0] - start
         if elapsed >= min_time:
             return elapsed / calls
+        group *= 2
 
 
 # -- scaling ---------------------------------------------------------------------------------
@@ -383,8 +435,11 @@ def model_flops_per_step(f: int, h: int, t: int, b: int) -> float:
     return 3.0 * b * t * (encoder + decoder + linear)
 
 
-def bench_scaling(base: Size, doublings: int, sequences: int, min_time: float) -> list[dict]:
-    """A hand-written training step as T, B and H double from ``base``, against torch.mm at the LSTM's GEMM shapes."""
+def bench_scaling(
+    base: Size, doublings: int, sequences: int, min_time: float, device: torch.device
+) -> list[dict]:
+    """A hand-written float32 training step as T, B and H double from ``base``, against torch.mm at the
+    LSTM's GEMM shapes, on ``device``."""
     configs = [("base", base.seq_len, base.batch, base.hidden)]
     for k in range(1, doublings + 1):
         m = 2**k
@@ -396,9 +451,9 @@ def bench_scaling(base: Size, doublings: int, sequences: int, min_time: float) -
     rows = []
     for label, t, b, h in configs:
         torch.manual_seed(0)
-        model = PlainAutoencoder(base.input, h)
+        model = PlainAutoencoder(base.input, h).to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-        x = torch.randn(b, t, base.input)
+        x = torch.randn(b, t, base.input, device=device)
 
         def step(model=model, optimizer=optimizer, x=x) -> None:
             loss = nn.functional.mse_loss(model(x), x)
@@ -412,21 +467,22 @@ def bench_scaling(base: Size, doublings: int, sequences: int, min_time: float) -
         rows.append(
             {
                 "config": label,
+                "device": str(device),
                 "seq_len": t,
                 "batch": b,
                 "hidden": h,
                 "ms_per_step": 1e3 * seconds,
                 "s_per_epoch": seconds * -(-sequences // b),
                 "model_gflops": flops / seconds / 1e9,
-                "recurrent_gemm_gflops": _gemm_gflops(b, h, 4 * h, min_time / 4),
-                "input_gemm_gflops": _gemm_gflops(b * t, base.input, 4 * h, min_time / 4),
+                "recurrent_gemm_gflops": _gemm_gflops(b, h, 4 * h, min_time / 4, device),
+                "input_gemm_gflops": _gemm_gflops(b * t, base.input, 4 * h, min_time / 4, device),
             }
         )
     return rows
 
 
-def _gemm_gflops(m: int, k: int, n: int, min_time: float) -> float:
-    a, b = torch.randn(m, k), torch.randn(k, n)
+def _gemm_gflops(m: int, k: int, n: int, min_time: float, device: torch.device) -> float:
+    a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
     torch.mm(a, b)
     return 2.0 * m * k * n / _seconds(lambda: torch.mm(a, b), min_time) / 1e9
 
@@ -551,29 +607,32 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     if results.get("fit"):
         lines += [
-            "| fit | threads | seqae steps/s | plain steps/s | seqae seq/s | plain seq/s | ratio | best epochs' ratio "
+            "| fit | device, precision | threads | seqae steps/s | plain steps/s | seqae seq/s | plain seq/s | ratio | best epochs' ratio "
             "| ratio with epoch ends | CPU-time ratio | CPU-time ratio with epoch ends |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for name, r in results["fit"].items():
             s, p = r["seqae"], r["plain"]
             lines.append(
-                f"| {name} ({_shape(r['size'])}) | {r['threads']} | {s['steps_per_s']:.1f} | {p['steps_per_s']:.1f} "
+                f"| {name} ({_shape(r['size'])}) | {r['device']}, {r['precision']} | {r['threads']} | {s['steps_per_s']:.1f} | {p['steps_per_s']:.1f} "
                 f"| {s['sequences_per_s']:.0f} | {p['sequences_per_s']:.0f} | **{r['ratio']:.3f}x** "
                 f"| {r['ratio_best_epochs']:.3f}x | {r['ratio_with_epoch_ends']:.3f}x | {r['ratio_cpu']:.3f}x | {r['ratio_with_epoch_ends_cpu']:.3f}x |"
             )
         lines.append("")
     if results.get("encode"):
-        lines += ["| encode | seqae seq/s | bare LSTM seq/s | ratio | seqae path |", "|---|---|---|---|---|"]
+        lines += [
+            "| encode | device | seqae seq/s | bare LSTM seq/s | ratio | seqae path |",
+            "|---|---|---|---|---|---|",
+        ]
         for name, r in results["encode"].items():
             lines.append(
-                f"| {name} ({_shape(r['size'])}) | {r['seqae_sequences_per_s']:.0f} "
+                f"| {name} ({_shape(r['size'])}) | {r['device']} | {r['seqae_sequences_per_s']:.0f} "
                 f"| {r['bare_sequences_per_s']:.0f} | **{r['ratio']:.3f}x** | {r['path']} |"
             )
         lines.append("")
     if results.get("scaling"):
         lines += [
-            "| scaling | T | B | H | ms/step | s/epoch | model GFLOP/s | GEMM GFLOP/s [B,H]x[H,4H] | GEMM GFLOP/s [BT,F]x[F,4H] |",
+            f"| scaling ({results['scaling'][0]['device']}, float32) | T | B | H | ms/step | s/epoch | model GFLOP/s | GEMM GFLOP/s [B,H]x[H,4H] | GEMM GFLOP/s [BT,F]x[F,4H] |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
         for r in results["scaling"]:
@@ -610,7 +669,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--sizes", default=None, help=f"comma-separated, of {sorted(SIZES)} (default: seed,realistic)"
     )
-    p.add_argument("--rounds", type=int, default=None, help="fit rounds per size (default 10; realistic 3)")
+    p.add_argument(
+        "--rounds", type=int, default=None, help="rounds per size (fit: default 10, realistic 3; encode: 7)"
+    )
     p.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: the config's `threads`)"
     )
@@ -619,7 +680,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "overrides",
         nargs="*",
-        help="extra train.py overrides for the fit and start-up sections, e.g. threads=1",
+        help="extra train.py overrides, e.g. trainer=gpu trainer.precision=bf16-mixed (scaling: device only)",
     )
     args = p.parse_args(argv)
     sizes = (args.sizes or ("tiny" if args.quick else "seed,realistic")).split(",")
@@ -665,16 +726,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 results["fit"][name] = bench_fit(name, size, rounds, threads, workdir, args.overrides)
         if "encode" in args.only:
             results["encode"] = {
-                name: bench_encode(name, SIZES[name], 7 if not args.quick else 1, threads, workdir)
+                name: bench_encode(
+                    name,
+                    SIZES[name],
+                    args.rounds or (1 if args.quick else 7),
+                    threads,
+                    workdir,
+                    args.overrides,
+                )
                 for name in args.sizes
             }
         if "scaling" in args.only:
             base = SIZES["tiny"] if args.quick else Size(10, 64, 50, 32, 2048, 1)  # the default model
+            cfg = compose_train_config([*base.overrides(), *args.overrides], workdir / "scaling")
             results["scaling"] = bench_scaling(
                 base,
                 doublings=1 if args.quick else 2,
                 sequences=base.sequences,
                 min_time=0.05 if args.quick else 0.5,
+                device=device_and_precision(cfg)[0],
             )
         if "startup" in args.only:
             extra = [*args.overrides, *([] if not args.quick else SIZES["tiny"].overrides())]

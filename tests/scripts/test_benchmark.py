@@ -60,17 +60,21 @@ def test_bad_options_are_refused_naming_the_option_and_the_choices(args, message
 
 def test_fit_rates_leave_out_the_warm_up_epoch_and_the_time_between_epochs():
     bench = load_benchmark()
-    stamps = bench.Stamps({}, [], [], [], [])
+    stamps = bench.Stamps()
     # epoch 0 (warm-up): 10 steps; epoch 1: 10 steps in 2 s; epoch 2: 10 steps in 1 s, 3 s later
     for epoch, start, steps_at in ((0, 0.0, 10), (1, 10.0, 20), (2, 15.0, 30)):
-        stamps.epoch_starts[epoch] = (start, start)
-        duration = {0: 5.0, 1: 2.0, 2: 1.0}[epoch]
-        stamps.times.append((start + duration, start + duration))
-        stamps.epochs.append(epoch)
-        stamps.steps.append(steps_at)
-        stamps.sequences.append(4 * steps_at)
+        end = start + {0: 5.0, 1: 2.0, 2: 1.0}[epoch]
+        stamps.starts[epoch], stamps.ends[epoch] = (start, start), (end, end)
+        stamps.steps[epoch], stamps.sequences[epoch] = steps_at, 4 * steps_at
     rates = stamps.rates()
     assert rates["steps_per_s"] == pytest.approx(20 / 3)  # 20 steps in 2 s + 1 s of training
     assert rates["steps_per_s_with_epoch_ends"] == pytest.approx(20 / 6)  # from 10.0 to 16.0
     assert rates["steps_per_s_best_epoch"] == pytest.approx(10.0)  # epoch 2
     assert rates["sequences_per_s"] == pytest.approx(80 / 3)
+
+
+def test_a_fit_round_without_a_timed_epoch_is_refused():
+    stamps = load_benchmark().Stamps()
+    stamps.starts[0], stamps.ends[0], stamps.steps[0], stamps.sequences[0] = (0, 0), (1, 1), 4, 16
+    with pytest.raises(ValueError, match="at least 2 epochs"):
+        stamps.rates()
