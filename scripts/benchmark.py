@@ -43,6 +43,7 @@ import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -203,7 +204,8 @@ def plain_fit(x_train: Tensor, x_val: Tensor, cfg, seed: int, device: torch.devi
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.trainer.max_epochs)
     clip = cfg.model.get("gradient_clip_val") or cfg.trainer.get("gradient_clip_val")
     dtype = AUTOCAST_DTYPES[precision]
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
+    autocast = partial(torch.autocast, device.type, dtype=dtype) if dtype else contextlib.nullcontext
+    scaler = torch.amp.GradScaler(device.type) if dtype is torch.float16 else None
     log_every = cfg.trainer.log_every_n_steps
     generator = torch.Generator().manual_seed(seed)
     stamps = Stamps()
@@ -213,23 +215,29 @@ def plain_fit(x_train: Tensor, x_val: Tensor, cfg, seed: int, device: torch.devi
         model.train()
         for index in torch.randperm(n, generator=generator).split(batch):
             xb = x_train[index.to(device)]
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            with autocast():
                 recon = model(xb)
             loss = nn.functional.mse_loss(recon.float(), xb)
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if clip:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), clip)
-            scaler.step(optimizer)
-            scaler.update()
+            if scaler is None:
+                loss.backward()
+                if clip:
+                    nn.utils.clip_grad_norm_(model.parameters(), clip)
+                optimizer.step()
+            else:
+                scaler.scale(loss).backward()
+                if clip:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(model.parameters(), clip)
+                scaler.step(optimizer)
+                scaler.update()
             step += 1
             if step % log_every == 0:
                 loss.item()  # a hand-written loop looks at its loss now and then
             seen += xb.shape[0]
         stamps.end_epoch(epoch, step, seen)
         model.eval()
-        with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        with torch.no_grad(), autocast():
             for xb in x_val.split(batch):
                 nn.functional.mse_loss(model(xb).float(), xb).item()
         scheduler.step()
