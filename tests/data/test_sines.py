@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+import lightning as L
 import pytest
 import torch
 
 from seqae.data import SinesDataModule
-from seqae.data.datamodule import EpochBatchSampler
+from seqae.data.datamodule import DataError, EpochBatchSampler
+from tests.conftest import needs_cuda
 
 
 def make(**kwargs) -> SinesDataModule:
@@ -47,6 +51,46 @@ def test_batches_are_slices_with_the_configured_size():
     assert set(batches[0]) == {"x", "labels"}
 
 
+def fake_cuda_trainer() -> SimpleNamespace:
+    """What the DataModule asks of its Trainer, for a run on a CUDA device (no GPU needed)."""
+    return SimpleNamespace(
+        strategy=SimpleNamespace(root_device=torch.device("cuda", 0)), global_rank=0, world_size=1
+    )
+
+
+def test_asking_for_the_data_on_a_gpu_too_small_for_it_is_refused_naming_the_sizes(monkeypatch):
+    dm = make(on_device=True)
+    dm.trainer = fake_cuda_trainer()
+    train_bytes = dm.splits["train"].x.numel() * 4
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (train_bytes, 10 * train_bytes))
+    with pytest.raises(
+        DataError, match=r"data.on_device=true, but the train split's sequences take .* at most half"
+    ):
+        dm.train_dataloader()
+    assert not dm._device_copies  # nothing half-copied
+
+
+def test_on_device_changes_nothing_when_training_on_a_cpu():
+    dm, host = make(on_device=True), make()
+    dm.trainer = L.Trainer(accelerator="cpu", devices=1, logger=False)
+    for a, b in zip(dm.train_dataloader(), host.train_dataloader(), strict=True):
+        assert torch.equal(a["x"], b["x"])
+    assert not dm._device_copies
+
+
+@needs_cuda
+def test_on_a_gpu_batches_are_sliced_on_the_device_and_equal_the_host_batches():
+    host, device = make(on_device=False), make(on_device=True)
+    for dm in (host, device):
+        dm.trainer = L.Trainer(accelerator="gpu", devices=1, logger=False)
+    for loader in ("train_dataloader", "val_dataloader"):
+        batches = zip(getattr(host, loader)(), getattr(device, loader)(), strict=True)
+        for h, d in batches:
+            assert d["x"].device.type == "cuda" and h["x"].device.type == "cpu"
+            torch.testing.assert_close(d["x"].cpu(), h["x"], rtol=0, atol=0)
+            torch.testing.assert_close(d["labels"].cpu(), h["labels"], rtol=0, atol=0)
+
+
 def test_shuffle_order_depends_only_on_seed_and_epoch():
     a, b = EpochBatchSampler(50, 8, True, seed=1), EpochBatchSampler(50, 8, True, seed=1)
     a.set_epoch(3)
@@ -72,6 +116,7 @@ def test_ranks_get_disjoint_batches_and_the_same_count():
         ({"val_fraction": 0.6, "test_fraction": 0.5}, "must leave sequences to train on"),
         ({"batch_size": 0}, "batch_size must be a positive integer"),
         ({"normalize": "zscore"}, "normalize must be one of"),
+        ({"on_device": "yes"}, "on_device must be true or false"),
         ({"seq_len": 0}, "seq_len must be a positive integer"),
     ],
 )

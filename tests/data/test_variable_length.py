@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -14,7 +15,7 @@ from seqae.data import ArraysDataModule
 from seqae.data.datamodule import BucketBatchSampler
 from seqae.encoders import LSTMEncoder
 from seqae.model import SequenceAutoencoder, masked_mse
-from tests.conftest import quiet_trainer
+from tests.conftest import needs_cuda, quiet_trainer
 
 LENGTHS = torch.tensor([3, 17, 9, 12, 5, 20, 8, 15, 11, 4, 19, 6, 14, 7, 16, 10] * 5)
 
@@ -107,3 +108,17 @@ def test_a_fit_on_variable_length_data_keeps_its_normalisation_in_the_checkpoint
         torch.testing.assert_close(
             loaded.encode(new, new_lengths), loaded.encoder((new - loc) / scale, new_lengths)
         )
+
+
+@needs_cuda
+def test_memory_mapped_variable_length_data_on_a_gpu_gives_the_host_batches(variable_npy):
+    host, device = (
+        ArraysDataModule(path=str(variable_npy), batch_size=16, seed=0, on_device=o) for o in (False, True)
+    )
+    for dm in (host, device):
+        dm.setup("fit")
+        dm.trainer = L.Trainer(accelerator="gpu", devices=1, logger=False)
+    for h, d in zip(host.train_dataloader(), device.train_dataloader(), strict=True):
+        assert d["x"].device.type == "cuda" and d["lengths"].device.type == "cpu"  # lengths cut on the host
+        torch.testing.assert_close(d["x"].cpu(), h["x"], rtol=0, atol=0)  # padding zeroed on the device too
+        assert torch.equal(d["lengths"], h["lengths"])
