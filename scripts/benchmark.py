@@ -18,12 +18,12 @@ Sections (each a Markdown table on stdout; all numbers in the ``--out`` JSON):
   from raw data (the bare side normalises the whole array in one op) to an array of codes.
 * scaling: a training step as sequence length, batch and hidden size double; the model's achieved
   GFLOP/s against ``torch.mm`` at the LSTM's recurrent GEMM shape.
+* startup: ``python train.py`` to its first training step, and where the seconds go.
 
 Every section runs where the composed config's Trainer would (``trainer=gpu``, or a GPU that
 ``accelerator: auto`` finds), and the fit section in its precision (``trainer.precision=bf16-mixed``):
 the plain side then keeps its data on the device and uses autocast, and a GradScaler for 16-mixed.
 Epochs are timed once the GPU has finished their queued work.
-* startup: ``python train.py`` to its first training step, and where the seconds go.
 """
 
 from __future__ import annotations
