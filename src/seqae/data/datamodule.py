@@ -271,12 +271,8 @@ class SequenceDataModule(L.LightningDataModule):
                     f"take at most half of it. Use data.on_device=false: batches are then copied from "
                     f"host memory, one at a time."
                 )
-            x = torch.empty(data.x.shape, dtype=torch.float32, device=device)
-            step = max(1, rows.CHUNK_BYTES // max(1, nbytes // max(1, len(data))))
-            for start in range(0, len(data), step):  # memory maps are read a chunk at a time
-                x[start : start + step] = _take(data.x, slice(start, start + step)).to(device)
             labels = None if data.labels is None else data.labels.to(device)
-            self._device_copies[split] = SequenceData(x, data.lengths, labels)
+            self._device_copies[split] = SequenceData(_copy_to(data.x, device), data.lengths, labels)
         return self._device_copies[split]
 
     def split_loader(self, split: str, shuffle: bool = False) -> DataLoader:
@@ -338,6 +334,16 @@ class BatchSlices(Dataset):
         if self.data.labels is not None:
             batch["labels"] = _take(self.data.labels, index)
         return batch
+
+
+def _copy_to(x: Tensor | LazyRows, device: torch.device) -> Tensor:
+    """``x`` as one tensor on ``device``; a memory map is read a chunk at a time, in file order."""
+    if isinstance(x, Tensor):
+        return x.to(device)
+    out = torch.empty(x.shape, dtype=torch.float32, device=device)
+    for positions, chunk in x.chunks():
+        out[torch.from_numpy(positions).to(device)] = chunk.to(device)
+    return out
 
 
 def _take(values: Tensor | LazyRows, index: Tensor | slice) -> Tensor:
