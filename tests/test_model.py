@@ -8,13 +8,18 @@ import torch
 from lightning.pytorch.plugins.precision import MixedPrecision
 
 from seqae.data import SinesDataModule
-from seqae.model import SequenceAutoencoder, masked_mse, reverse_valid_steps
+from seqae.model import SequenceAutoencoder, fetch_groups, masked_mse, reverse_valid_steps
 from tests.conftest import needs_cuda, quiet_trainer
 
 
 def tiny_data(**kwargs) -> SinesDataModule:
     args = dict(num_sequences=96, seq_len=12, num_features=3, batch_size=16)
     return SinesDataModule(**{**args, **kwargs})
+
+
+def batch_bytes(dm: SinesDataModule) -> int:
+    dm.setup("fit")
+    return sum(v.nbytes for v in next(iter(dm.train_dataloader())).values())
 
 
 def test_fast_dev_run_fits_validates_and_tests(tmp_path):
@@ -158,13 +163,19 @@ def loss_scaled_float32(subclass: bool) -> MixedPrecision:
         ("cosine", "64-true"),  # Lightning's wrappers instead of the lean path
         ("cosine", "loss-scaled"),  # 16-mixed's scaler: gradients are clipped after unscaling
         ("cosine", "loss-scaled, Lightning's wrappers"),
+        ("cosine", "32-true, large batches"),  # fetched in groups smaller than a call
         pytest.param("cosine", "cuda 16-mixed", marks=needs_cuda),
         pytest.param("cosine", "cuda bf16-mixed", marks=needs_cuda),
     ],
 )
-def test_several_steps_per_call_train_exactly_as_one_step_per_call(tmp_path, scheduler, precision):
+def test_several_steps_per_call_train_exactly_as_one_step_per_call(
+    tmp_path, monkeypatch, scheduler, precision
+):
     """The fast path (steps_per_call > 1, manual optimization) makes the same optimizer steps on the
     same batches, clipping and scheduling as Lightning's automatic optimization does."""
+    if precision.endswith("large batches"):  # as if two of them filled FETCH_AHEAD_BYTES
+        monkeypatch.setattr("seqae.model.FETCH_AHEAD_BYTES", 2 * batch_bytes(tiny_data(num_sequences=120)))
+        precision = precision.removesuffix(", large batches")
     runs = []
     for steps_per_call in (1, 3):
         torch.manual_seed(0)
@@ -224,8 +235,11 @@ def test_several_steps_per_call_log_train_loss_at_the_same_optimizer_steps(tmp_p
     assert len(set(losses[5])) == len(losses[5])
 
 
-def test_a_non_finite_loss_in_the_middle_of_a_call_names_its_own_step(tmp_path):
-    """The fast path looks at its losses once per call; the report still names the step that failed."""
+@pytest.mark.parametrize("group_batches", [8, 1])
+def test_a_non_finite_loss_in_the_middle_of_a_call_names_its_own_step(tmp_path, monkeypatch, group_batches):
+    """The fast path looks at its losses once per group of fetched batches (the whole call, unless the
+    batches are large); the report still names the step that failed."""
+    monkeypatch.setattr("seqae.model.FETCH_AHEAD_BYTES", group_batches * batch_bytes(tiny_data()))
     dm = tiny_data(num_sequences=120)  # 96 train sequences: 6 batches, one call of 6 steps
     dm.setup("fit")
     fourth_batch = list(dm.train_dataloader().sampler)[3]  # epoch 0's order (seed and epoch fix it)
@@ -236,3 +250,12 @@ def test_a_non_finite_loss_in_the_middle_of_a_call_names_its_own_step(tmp_path):
         FloatingPointError, match=r"at epoch 0, global step 3\. Batch inputs x: 36 non-finite"
     ):
         trainer.fit(model, datamodule=dm)
+
+
+def test_fetch_groups_hold_at_most_the_byte_limit_and_every_batch_once():
+    batches = [{"x": torch.full((2, 3), float(i))} for i in range(7)]  # 24 bytes each
+    groups = list(fetch_groups(iter(batches), limit_bytes=50))
+    assert [len(g) for g in groups] == [2, 2, 2, 1]
+    assert [int(b["x"][0, 0]) for g in groups for b in g] == list(range(7))
+    assert [len(g) for g in fetch_groups(iter(batches), limit_bytes=10)] == [1] * 7  # a batch over it
+    assert list(fetch_groups(iter([]), limit_bytes=50)) == []

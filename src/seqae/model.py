@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import lightning as L
@@ -148,6 +149,9 @@ class SequenceAutoencoder(L.LightningModule):
         plugin = trainer.precision_plugin
         lean = type(plugin) in (Precision, MixedPrecision) and type(trainer.strategy) is SingleDeviceStrategy
         scaler = getattr(plugin, "scaler", None)
+        # What the optimizer steps is what is clipped; self.parameters() would walk every submodule
+        # (the torchmetrics ones too) on each step, 30 us of a small model's 4 ms step.
+        params = [p for group in optimizer.param_groups for p in group["params"]]
         # A call ends on a multiple of log_every_n_steps, so train/loss is written at the same steps
         # as with one step per call, and never goes past max_steps.
         steps, stepped = self.hparams.steps_per_call, trainer.fit_loop.epoch_loop._batches_that_stepped
@@ -157,45 +161,51 @@ class SequenceAutoencoder(L.LightningModule):
             steps = min(steps, trainer.max_steps - trainer.global_step)
         # The call's batches are fetched back to back (the epoch's last call gets what is left): the
         # loader's Python code then stays in the CPU's caches, and a fetch costs about half of what
-        # it costs between a backward and the next forward (70 us against 125 us, seed-sized).
-        batches = [batch for batch, _, _ in itertools.islice(dataloader_iter, max(steps, 0))]
+        # it costs between a backward and the next forward (70 us against 125 us, seed-sized). Large
+        # batches come in groups of at most FETCH_AHEAD_BYTES, so a call never holds them all at once.
         losses, sequences = [], 0
-        for batch in batches:
-            if lean:  # what Lightning's transfer hooks do for this module's flat dict of tensors
-                batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-            else:
-                batch = trainer.strategy.batch_to_device(trainer.precision_plugin.convert_input(batch))
-            target, recon = self._reconstruct(batch, teacher_forcing=True)
-            loss = masked_mse(recon, target, batch.get("lengths"))
-            optimizer.zero_grad(set_to_none=True)
-            if lean:
-                (loss if scaler is None else scaler.scale(loss)).backward()
-                if clip:
-                    if scaler is not None:
-                        scaler.unscale_(optimizer.optimizer)
-                    torch.nn.utils.clip_grad_norm_(self.parameters(), clip)
-                optimizer._on_before_step()  # Lightning's step counter: trainer.global_step, max_steps
-                if scaler is None:
-                    optimizer.optimizer.step()
-                else:  # skips the step when the gradients overflowed, and adapts the scale
-                    scaler.step(optimizer.optimizer)
-                    scaler.update()
-                optimizer._on_after_step()
-            else:  # clips in on_before_optimizer_step, once 16-mixed's scaler has unscaled the gradients
-                self.manual_backward(loss)
-                optimizer.step()
-            losses.append(loss.detach())
-            sequences += target.shape[0]
+        batches = (batch for batch, _, _ in itertools.islice(dataloader_iter, max(steps, 0)))
+        for group in fetch_groups(batches, FETCH_AHEAD_BYTES):
+            group_losses = []
+            for batch in group:
+                if lean:  # what Lightning's transfer hooks do for this module's flat dict of tensors
+                    batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+                else:
+                    batch = trainer.strategy.batch_to_device(trainer.precision_plugin.convert_input(batch))
+                target, recon = self._reconstruct(batch, teacher_forcing=True)
+                loss = masked_mse(recon, target, batch.get("lengths"))
+                optimizer.zero_grad(set_to_none=True)
+                if lean:
+                    (loss if scaler is None else scaler.scale(loss)).backward()
+                    if clip:
+                        if scaler is not None:
+                            scaler.unscale_(optimizer.optimizer)
+                        torch.nn.utils.clip_grad_norm_(params, clip)
+                    optimizer._on_before_step()  # Lightning's step counter: trainer.global_step, max_steps
+                    if scaler is None:
+                        optimizer.optimizer.step()
+                    else:  # skips the step when the gradients overflowed, and adapts the scale
+                        scaler.step(optimizer.optimizer)
+                        scaler.update()
+                    optimizer._on_after_step()
+                else:  # clips in on_before_optimizer_step, once 16-mixed's scaler has unscaled the gradients
+                    self.manual_backward(loss)
+                    optimizer.step()
+                group_losses.append(loss.detach())
+                sequences += target.shape[0]
+            # One look at the losses per group (the whole call, unless its batches are large), not
+            # per step: on a GPU each look waits for the device. It comes before the call returns,
+            # so no checkpoint can hold what a bad step did.
+            group_losses = torch.stack(group_losses)
+            if not bool(torch.isfinite(group_losses).all()):
+                bad = int((~torch.isfinite(group_losses)).nonzero()[0])
+                step = trainer.global_step - len(group_losses) + bad
+                batch = {k: v.to(self.device) for k, v in group[bad].items()}
+                raise FloatingPointError(self._non_finite_report(batch, None, group_losses[bad], step))
+            losses.append(group_losses)
         if not losses:
             return
-        # One look at the losses per call, not per step: on a GPU each look waits for the device.
-        # Nothing is saved between a call's steps, so no checkpoint can hold what a bad step did.
-        losses = torch.stack(losses)
-        if not bool(torch.isfinite(losses).all()):
-            bad = int((~torch.isfinite(losses)).nonzero()[0])
-            step = trainer.global_step - len(losses) + bad
-            batch = {k: v.to(self.device) for k, v in batches[bad].items()}
-            raise FloatingPointError(self._non_finite_report(batch, None, losses[bad], step))
+        losses = torch.cat(losses)
         # Lightning counts one logging step per call (it adds the 1); counting every optimizer step
         # keeps TensorBoard's step axis and log_every_n_steps in steps, whatever steps_per_call is.
         trainer.fit_loop.epoch_loop._batches_that_stepped += max(len(losses) - 1, 0)
@@ -308,6 +318,25 @@ class SequenceAutoencoder(L.LightningModule):
         )
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max_epochs)
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+
+# The most a fast-path call holds of fetched batches at once (see SequenceAutoencoder._training_steps).
+FETCH_AHEAD_BYTES = 64 * 2**20
+
+
+def fetch_groups(
+    batches: Iterator[dict[str, Tensor]], limit_bytes: int = FETCH_AHEAD_BYTES
+) -> Iterator[list[dict[str, Tensor]]]:
+    """``batches`` in lists fetched back to back, each of at most ``limit_bytes`` (judged by the first
+    batch, and at least one batch)."""
+    first = next(batches, None)
+    if first is None:
+        return
+    size = max(1, limit_bytes // max(1, sum(v.nbytes for v in first.values())))
+    group = [first, *itertools.islice(batches, size - 1)]
+    while group:
+        yield group
+        group = list(itertools.islice(batches, size))
 
 
 def masked_mse(recon: Tensor, target: Tensor, lengths: Tensor | None) -> Tensor:
