@@ -9,11 +9,14 @@ Sections (each a Markdown table on stdout; all numbers in the ``--out`` JSON):
 * fit: seqae's real training path (``seqae.train.train`` on the composed default config, so the
   DataModule, ``SequenceAutoencoder``, callbacks, TensorBoard logger and ``Trainer`` are what
   ``python train.py`` builds) against a hand-written loop (nn.LSTM encoder, repeat decoder, Adam,
-  the same gradient clipping, batches sliced from the same tensors), in alternating rounds
-  A B A B ... in one process. Steady-state steps/s counts the steps inside an epoch; "with epoch
-  ends" also counts what happens between epochs (seqae: validation, checkpoints, plots; plain:
-  a validation pass). Ratios are medians of per-round ratios, so slow phases of a shared
-  machine hit both sides alike; "best epochs" compares each side's fastest epoch of all rounds.
+  the same gradient clipping, batches sliced from the same tensors), in one process. The sides take
+  turns an epoch at a time (A B A B ...): each round is one seqae fit, and before each of its epochs
+  a plain loop of its own runs one epoch. On a shared machine whose speed drifts within a second,
+  adjacent epochs see nearly the same machine, so the ratio is the median over pairs of adjacent
+  epochs (seqae's against the plain one just before it), with an approximate 95% interval.
+  Steady-state steps/s counts the steps inside an epoch; "with epoch ends" also counts what
+  happens before the side's next epoch (seqae: validation, checkpoints, plots; plain: a validation
+  pass). "Best epochs" compares each side's fastest epoch of all rounds.
 * encode: ``seqae.encoding.encode_split`` against a bare ``nn.LSTM`` forward in inference mode, both
   from raw data (the bare side normalises the whole array in one op) to an array of codes.
 * scaling: a training step as sequence length, batch and hidden size double; the model's achieved
@@ -33,6 +36,7 @@ import contextlib
 import io
 import json
 import logging
+import math
 import os
 import platform
 import re
@@ -42,6 +46,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -122,11 +127,14 @@ class PlainAutoencoder(nn.Module):
 
 @dataclass
 class Stamps:
-    """Each epoch's training part: when it started and ended (wall and CPU seconds), and the optimizer
-    steps and sequences done by its end. The end waits for the GPU (``now``), so queued work counts."""
+    """Each epoch of one side: when its training part started and ended, when its whole cycle ended
+    (validation and whatever else runs before the side's next epoch), wall and CPU seconds, and the
+    optimizer steps and sequences done by the end of its training part. Every stamp waits for the
+    GPU (``now``), so queued work counts."""
 
     starts: dict[int, tuple[float, float]] = field(default_factory=dict)
     ends: dict[int, tuple[float, float]] = field(default_factory=dict)
+    cycle_ends: dict[int, tuple[float, float]] = field(default_factory=dict)
     steps: dict[int, int] = field(default_factory=dict)
     sequences: dict[int, int] = field(default_factory=dict)
 
@@ -136,29 +144,41 @@ class Stamps:
     def end_epoch(self, epoch: int, steps: int, sequences: int) -> None:
         self.ends[epoch], self.steps[epoch], self.sequences[epoch] = now(), steps, sequences
 
-    def rates(self) -> dict[str, float]:
-        """Steady-state rates, the first epoch being the warm-up: over the training part of each
-        later epoch (its start to its end), and over all of them with the epoch ends between."""
+    def end_cycle(self, epoch: int) -> None:
+        self.cycle_ends[epoch] = now()
+
+    def timed_epochs(self) -> list[int]:
+        """The epochs after the first (the warm-up)."""
         later = sorted(e for e in self.ends if e > 0)
         if not later or 0 not in self.ends:
             raise ValueError("a fit round needs at least 2 epochs: the first one is the warm-up")
+        return later
+
+    def epoch_rates(self, epoch: int) -> dict[str, float]:
+        """One epoch's steps/s: over its training part, and over its whole cycle ("with epoch ends"),
+        by the wall clock and by this process's CPU time (``_cpu``)."""
+        steps = self.steps[epoch] - self.steps[epoch - 1]
+        rates = {}
+        for clock, suffix in ((0, ""), (1, "_cpu")):
+            rates[f"steps_per_s{suffix}"] = steps / (self.ends[epoch][clock] - self.starts[epoch][clock])
+            cycle = self.cycle_ends[epoch][clock] - self.starts[epoch][clock]
+            rates[f"steps_per_s_with_epoch_ends{suffix}"] = steps / cycle
+        return rates
+
+    def rates(self) -> dict[str, float]:
+        """Steady-state rates over the timed epochs: their training parts, and their whole cycles."""
+        later = self.timed_epochs()
         steps = self.steps[later[-1]] - self.steps[0]
         sequences = self.sequences[later[-1]] - self.sequences[0]
-        # The fastest epoch's rate: a busy machine only ever slows a side down. (On a shared machine
-        # whose speed drifts for minutes, the best epochs' ratio moves about as much as the median.)
-        rates = {
-            "steps_per_s_best_epoch": max(
-                (self.steps[e] - self.steps[e - 1]) / (self.ends[e][0] - self.starts[e][0]) for e in later
-            )
-        }
-        for clock, suffix in ((0, ""), (1, "_cpu")):  # wall-clock, and this process's CPU time
+        rates = {"steps_per_s_best_epoch": max(self.epoch_rates(e)["steps_per_s"] for e in later)}
+        for clock, suffix in ((0, ""), (1, "_cpu")):
             train_t = sum(self.ends[e][clock] - self.starts[e][clock] for e in later)
-            span = self.ends[later[-1]][clock] - self.starts[later[0]][clock]
+            cycle_t = sum(self.cycle_ends[e][clock] - self.starts[e][clock] for e in later)
             rates |= {
                 f"steps_per_s{suffix}": steps / train_t,
                 f"sequences_per_s{suffix}": sequences / train_t,
-                f"steps_per_s_with_epoch_ends{suffix}": steps / span,
-                f"sequences_per_s_with_epoch_ends{suffix}": sequences / span,
+                f"steps_per_s_with_epoch_ends{suffix}": steps / cycle_t,
+                f"sequences_per_s_with_epoch_ends{suffix}": sequences / cycle_t,
             }
         return rates
 
@@ -192,30 +212,44 @@ def device_and_precision(cfg) -> tuple[torch.device, str]:
     return trainer.strategy.root_device, precision
 
 
-def plain_fit(x_train: Tensor, x_val: Tensor, cfg, seed: int, device: torch.device, precision: str) -> Stamps:
-    """The hand-written loop: shuffle, slice, forward, MSE, backward, clip, Adam; a validation pass per
-    epoch. The data sits on the device from the start; mixed precision is autocast (and, for 16-mixed,
-    a GradScaler), as the PyTorch AMP recipe writes it."""
-    torch.manual_seed(seed)
-    n, batch = x_train.shape[0], cfg.data.batch_size
-    x_train, x_val = x_train.to(device), x_val.to(device)
-    model = PlainAutoencoder(x_train.shape[-1], cfg.model.hidden_size).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.model.lr, weight_decay=cfg.model.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.trainer.max_epochs)
-    clip = cfg.model.get("gradient_clip_val") or cfg.trainer.get("gradient_clip_val")
-    dtype = AUTOCAST_DTYPES[precision]
-    autocast = partial(torch.autocast, device.type, dtype=dtype) if dtype else contextlib.nullcontext
-    scaler = torch.amp.GradScaler(device.type) if dtype is torch.float16 else None
-    log_every = cfg.trainer.log_every_n_steps
-    generator = torch.Generator().manual_seed(seed)
-    stamps = Stamps()
-    step = seen = 0
-    for epoch in range(cfg.trainer.max_epochs):
-        stamps.start_epoch(epoch)
+class PlainLoop:
+    """The hand-written loop: shuffle, slice, forward, MSE, backward, clip, Adam; a validation pass and
+    a scheduler step per epoch. The data sits on the device from the start; mixed precision is
+    autocast (and, for 16-mixed, a GradScaler), as the PyTorch AMP recipe writes it. It runs one
+    epoch per ``run_epoch`` call, so the benchmark can run its epochs between seqae's."""
+
+    def __init__(self, x_train: Tensor, x_val: Tensor, cfg, seed: int, device: torch.device, precision: str):
+        torch.manual_seed(seed)
+        self.x_train, self.x_val = x_train.to(device), x_val.to(device)
+        self.batch, self.device, self.log_every = cfg.data.batch_size, device, cfg.trainer.log_every_n_steps
+        self.model = PlainAutoencoder(x_train.shape[-1], cfg.model.hidden_size).to(device)
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=cfg.model.lr, weight_decay=cfg.model.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.optimizer, T_max=cfg.trainer.max_epochs
+        )
+        self.clip = cfg.model.get("gradient_clip_val") or cfg.trainer.get("gradient_clip_val")
+        dtype = AUTOCAST_DTYPES[precision]
+        self.autocast = partial(torch.autocast, device.type, dtype=dtype) if dtype else contextlib.nullcontext
+        self.scaler = torch.amp.GradScaler(device.type) if dtype is torch.float16 else None
+        self.generator = torch.Generator().manual_seed(seed)
+        self.stamps = Stamps()
+        self.step = self.seen = 0
+
+    def run_epoch(self, epoch: int) -> None:
+        model, optimizer, scaler, clip, x_train = (
+            self.model,
+            self.optimizer,
+            self.scaler,
+            self.clip,
+            self.x_train,
+        )
+        self.stamps.start_epoch(epoch)
         model.train()
-        for index in torch.randperm(n, generator=generator).split(batch):
-            xb = x_train[index.to(device)]
-            with autocast():
+        for index in torch.randperm(x_train.shape[0], generator=self.generator).split(self.batch):
+            xb = x_train[index.to(self.device)]
+            with self.autocast():
                 recon = model(xb)
             loss = nn.functional.mse_loss(recon.float(), xb)
             optimizer.zero_grad(set_to_none=True)
@@ -231,25 +265,28 @@ def plain_fit(x_train: Tensor, x_val: Tensor, cfg, seed: int, device: torch.devi
                     nn.utils.clip_grad_norm_(model.parameters(), clip)
                 scaler.step(optimizer)
                 scaler.update()
-            step += 1
-            if step % log_every == 0:
+            self.step += 1
+            if self.step % self.log_every == 0:
                 loss.item()  # a hand-written loop looks at its loss now and then
-            seen += xb.shape[0]
-        stamps.end_epoch(epoch, step, seen)
+            self.seen += xb.shape[0]
+        self.stamps.end_epoch(epoch, self.step, self.seen)
         model.eval()
-        with torch.no_grad(), autocast():
-            for xb in x_val.split(batch):
+        with torch.no_grad(), self.autocast():
+            for xb in self.x_val.split(self.batch):
                 nn.functional.mse_loss(model(xb).float(), xb).item()
-        scheduler.step()
-    return stamps
+        self.scheduler.step()
+        self.stamps.end_cycle(epoch)
 
 
 # -- seqae's path ----------------------------------------------------------------------------
 class StepTimer(L.Callback):
-    """Stamps the start and the end of each epoch's training part; the benchmark adds it to the
-    composed callbacks."""
+    """Stamps seqae's epochs: the start and end of each one's training part, and the end of its cycle
+    (validation, checkpoints, plots: everything up to the next epoch). The benchmark adds it to the
+    composed callbacks. ``before_epoch`` (the plain loop's ``run_epoch``) runs at the start of each of
+    seqae's epochs, outside seqae's stamps: the two sides take turns an epoch at a time."""
 
     last: StepTimer | None = None
+    before_epoch: Callable[[int], None] | None = None
 
     def __init__(self) -> None:
         self.stamps = Stamps()
@@ -257,8 +294,14 @@ class StepTimer(L.Callback):
         StepTimer.last = self
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self.stamps.start_epoch(trainer.current_epoch)
-        self.sequences_before_epoch = self.stamps.sequences.get(trainer.current_epoch - 1, 0)
+        epoch = trainer.current_epoch
+        if epoch - 1 in self.stamps.starts:
+            self.stamps.end_cycle(epoch - 1)
+        if StepTimer.before_epoch is not None:
+            with torch.enable_grad():
+                StepTimer.before_epoch(epoch)
+        self.stamps.start_epoch(epoch)
+        self.sequences_before_epoch = self.stamps.sequences.get(epoch - 1, 0)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         # batch_idx is the loader index of the last batch this call took (also on the fast path); the
@@ -269,6 +312,10 @@ class StepTimer(L.Callback):
         n_train, batch_size = len(trainer.datamodule.splits["train"]), trainer.datamodule.batch_size
         sequences = self.sequences_before_epoch + min((batch_idx + 1) * batch_size, n_train)
         self.stamps.end_epoch(trainer.current_epoch, trainer.global_step, sequences)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.stamps.starts:
+            self.stamps.end_cycle(max(self.stamps.starts))
 
 
 class StartupStamp(L.Callback):
@@ -318,6 +365,7 @@ def fit_config(size: Size, threads: int, workdir: Path, extra: list[str]):
 
 
 def bench_fit(name: str, size: Size, rounds: int, threads: int, workdir: Path, extra: list[str]) -> dict:
+    """Rounds of one seqae fit each, with a fresh plain loop running its epochs between seqae's."""
     from hydra.utils import instantiate
 
     cfg = fit_config(size, threads, workdir, extra)
@@ -327,14 +375,22 @@ def bench_fit(name: str, size: Size, rounds: int, threads: int, workdir: Path, e
     loc, scale = data.normalization()
     x_train = (data.splits["train"].x - loc) / scale  # a hand-written loop normalises once, up front
     x_val = (data.splits["val"].x - loc) / scale
-    per_round = []
+    per_round, pairs = [], []
     for r in range(rounds):
-        seqae = seqae_fit(cfg, workdir / f"{name}_round{r}").rates()
-        plain = plain_fit(x_train, x_val, cfg, cfg.seed, device, precision).rates()
-        per_round.append({"seqae": seqae, "plain": plain})
+        plain = PlainLoop(x_train, x_val, cfg, cfg.seed, device, precision)  # before train() seeds
+        StepTimer.before_epoch = plain.run_epoch
+        try:
+            seqae = seqae_fit(cfg, workdir / f"{name}_round{r}")
+        finally:
+            StepTimer.before_epoch = None
+        # each of seqae's timed epochs against the plain epoch run just before it
+        for e in seqae.timed_epochs():
+            s, p = seqae.epoch_rates(e), plain.stamps.epoch_rates(e)
+            pairs.append({k: s[k] / p[k] for k in s})
+        per_round.append({"seqae": seqae.rates(), "plain": plain.stamps.rates()})
         print(
-            f"  fit {name} round {r + 1}/{rounds}: seqae {seqae['steps_per_s']:.1f} steps/s, "
-            f"plain {plain['steps_per_s']:.1f} steps/s",
+            f"  fit {name} round {r + 1}/{rounds}: seqae {per_round[-1]['seqae']['steps_per_s']:.1f} steps/s, "
+            f"plain {per_round[-1]['plain']['steps_per_s']:.1f} steps/s",
             file=sys.stderr,
             flush=True,
         )
@@ -343,7 +399,7 @@ def bench_fit(name: str, size: Size, rounds: int, threads: int, workdir: Path, e
         return statistics.median(r[side][key] for r in per_round)
 
     def ratio(key: str) -> float:
-        return statistics.median(r["seqae"][key] / r["plain"][key] for r in per_round)
+        return statistics.median(pair[key] for pair in pairs)
 
     keys = per_round[0]["seqae"].keys()
     return {
@@ -355,21 +411,34 @@ def bench_fit(name: str, size: Size, rounds: int, threads: int, workdir: Path, e
         "steps_per_epoch": len(data.train_dataloader()),
         "seqae": {k: median("seqae", k) for k in keys},
         "plain": {k: median("plain", k) for k in keys},
+        "epoch_pairs": len(pairs),
         "ratio": ratio("steps_per_s"),
+        "ratio_interval": median_interval([pair["steps_per_s"] for pair in pairs]),
         "ratio_with_epoch_ends": ratio("steps_per_s_with_epoch_ends"),
         # each side's fastest epoch of all rounds
         "ratio_best_epochs": max(r["seqae"]["steps_per_s_best_epoch"] for r in per_round)
         / max(r["plain"]["steps_per_s_best_epoch"] for r in per_round),
         # CPU time counts only what each side computes, not the time other processes took the
-        # cores from it: the fairer ratio on a shared machine (it includes seqae's helper threads).
+        # cores from it (it includes seqae's helper threads).
         "ratio_cpu": ratio("steps_per_s_cpu"),
         "ratio_with_epoch_ends_cpu": ratio("steps_per_s_with_epoch_ends_cpu"),
         "per_round": per_round,
+        "epoch_ratios": [pair["steps_per_s"] for pair in pairs],
     }
 
 
+def median_interval(values: list[float], z: float = 1.96) -> tuple[float, float]:
+    """An approximate 95% interval for the median of ``values``, from their order statistics (no
+    assumption about their distribution): the values ``z * sqrt(n) / 2`` ranks either side of the middle."""
+    ordered, n = sorted(values), len(values)
+    half = z * math.sqrt(n) / 2
+    return ordered[max(0, math.floor(n / 2 - half))], ordered[min(n - 1, math.ceil(n / 2 + half) - 1)]
+
+
 # -- encode ----------------------------------------------------------------------------------
-def bench_encode(name: str, size: Size, rounds: int, threads: int, workdir: Path, extra: list[str]) -> dict:
+def bench_encode(
+    name: str, size: Size, rounds: int, threads: int, workdir: Path, extra: list[str], min_time: float = 0.05
+) -> dict:
     """seqae's export path against a bare nn.LSTM forward (same weights, same batches) in inference mode,
     both from the data in its own units on the host to an array of codes on the host, in float32 on the
     device the config's Trainer would pick (scripts/encode.py's device=auto picks the same)."""
@@ -401,9 +470,14 @@ def bench_encode(name: str, size: Size, rounds: int, threads: int, workdir: Path
             torch.cat([lstm(xb)[1][0][-1] for xb in xs]).cpu().numpy()
 
     seqae_encode(), bare_encode()  # warm-up: oneDNN builds its primitives on first use
+    # Short rounds, each side timed right after the other, the order swapped every round: the
+    # machine's speed drifts within a second, so adjacent timings make the fairest pairs.
     per_round = []
-    for _ in range(rounds):
-        a, b = _seconds(seqae_encode), _seconds(bare_encode)
+    for r in range(rounds):
+        if r % 2:
+            b, a = _seconds(bare_encode, min_time), _seconds(seqae_encode, min_time)
+        else:
+            a, b = _seconds(seqae_encode, min_time), _seconds(bare_encode, min_time)
         per_round.append({"seqae_s": a, "bare_s": b})
     n = x.shape[0]
     return {
@@ -414,7 +488,9 @@ def bench_encode(name: str, size: Size, rounds: int, threads: int, workdir: Path
         "sequences": n,
         "seqae_sequences_per_s": n / statistics.median(r["seqae_s"] for r in per_round),
         "bare_sequences_per_s": n / statistics.median(r["bare_s"] for r in per_round),
+        "rounds": rounds,
         "ratio": statistics.median(r["bare_s"] / r["seqae_s"] for r in per_round),
+        "ratio_interval": median_interval([r["bare_s"] / r["seqae_s"] for r in per_round]),
         "per_round": per_round,
     }
 
@@ -615,27 +691,33 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     if results.get("fit"):
         lines += [
-            "| fit | device, precision | threads | seqae steps/s | plain steps/s | seqae seq/s | plain seq/s | ratio | best epochs' ratio "
-            "| ratio with epoch ends | CPU-time ratio | CPU-time ratio with epoch ends |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| fit | device, precision | threads | seqae steps/s | plain steps/s | seqae seq/s | plain seq/s "
+            "| ratio | 95% interval | epoch pairs | best epochs' ratio | ratio with epoch ends | CPU-time ratio "
+            "| CPU-time ratio with epoch ends |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for name, r in results["fit"].items():
             s, p = r["seqae"], r["plain"]
+            lo, hi = r["ratio_interval"]
             lines.append(
-                f"| {name} ({_shape(r['size'])}) | {r['device']}, {r['precision']} | {r['threads']} | {s['steps_per_s']:.1f} | {p['steps_per_s']:.1f} "
-                f"| {s['sequences_per_s']:.0f} | {p['sequences_per_s']:.0f} | **{r['ratio']:.3f}x** "
-                f"| {r['ratio_best_epochs']:.3f}x | {r['ratio_with_epoch_ends']:.3f}x | {r['ratio_cpu']:.3f}x | {r['ratio_with_epoch_ends_cpu']:.3f}x |"
+                f"| {name} ({_shape(r['size'])}) | {r['device']}, {r['precision']} | {r['threads']} "
+                f"| {s['steps_per_s']:.1f} | {p['steps_per_s']:.1f} | {s['sequences_per_s']:.0f} "
+                f"| {p['sequences_per_s']:.0f} | **{r['ratio']:.3f}x** | {lo:.3f} to {hi:.3f} | {r['epoch_pairs']} "
+                f"| {r['ratio_best_epochs']:.3f}x | {r['ratio_with_epoch_ends']:.3f}x | {r['ratio_cpu']:.3f}x "
+                f"| {r['ratio_with_epoch_ends_cpu']:.3f}x |"
             )
         lines.append("")
     if results.get("encode"):
         lines += [
-            "| encode | device | seqae seq/s | bare LSTM seq/s | ratio | seqae path |",
-            "|---|---|---|---|---|---|",
+            "| encode | device | seqae seq/s | bare LSTM seq/s | ratio | 95% interval | rounds | seqae path |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for name, r in results["encode"].items():
+            lo, hi = r["ratio_interval"]
             lines.append(
                 f"| {name} ({_shape(r['size'])}) | {r['device']} | {r['seqae_sequences_per_s']:.0f} "
-                f"| {r['bare_sequences_per_s']:.0f} | **{r['ratio']:.3f}x** | {r['path']} |"
+                f"| {r['bare_sequences_per_s']:.0f} | **{r['ratio']:.3f}x** | {lo:.3f} to {hi:.3f} "
+                f"| {r['rounds']} | {r['path']} |"
             )
         lines.append("")
     if results.get("scaling"):
@@ -678,7 +760,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--sizes", default=None, help=f"comma-separated, of {sorted(SIZES)} (default: seed,realistic)"
     )
     p.add_argument(
-        "--rounds", type=int, default=None, help="rounds per size (fit: default 10, realistic 3; encode: 7)"
+        "--rounds",
+        type=int,
+        default=None,
+        help="rounds per size (fit: default 10, realistic 3; encode: 40, realistic 10)",
     )
     p.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: the config's `threads`)"
@@ -737,7 +822,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 name: bench_encode(
                     name,
                     SIZES[name],
-                    args.rounds or (1 if args.quick else 7),
+                    args.rounds or (2 if args.quick else 10 if name == "realistic" else 40),
                     threads,
                     workdir,
                     args.overrides,

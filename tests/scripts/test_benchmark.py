@@ -58,19 +58,37 @@ def test_bad_options_are_refused_naming_the_option_and_the_choices(args, message
     assert message in capsys.readouterr().err
 
 
-def test_fit_rates_leave_out_the_warm_up_epoch_and_the_time_between_epochs():
+def test_fit_rates_leave_out_the_warm_up_epoch_and_count_epoch_ends_only_with_epoch_ends():
     bench = load_benchmark()
     stamps = bench.Stamps()
-    # epoch 0 (warm-up): 10 steps; epoch 1: 10 steps in 2 s; epoch 2: 10 steps in 1 s, 3 s later
-    for epoch, start, steps_at in ((0, 0.0, 10), (1, 10.0, 20), (2, 15.0, 30)):
-        end = start + {0: 5.0, 1: 2.0, 2: 1.0}[epoch]
-        stamps.starts[epoch], stamps.ends[epoch] = (start, start), (end, end)
+    # epoch 0 (warm-up): 10 steps; epoch 1: 10 steps in 2 s, then 3 s of validation etc.;
+    # epoch 2: 10 steps in 1 s, then 1 s. (The other side runs between one cycle's end and the next start.)
+    for epoch, start, train_s, cycle_s, steps_at in (
+        (0, 0.0, 5.0, 6.0, 10),
+        (1, 10.0, 2.0, 5.0, 20),
+        (2, 20.0, 1.0, 2.0, 30),
+    ):
+        stamps.starts[epoch] = (start, start)
+        stamps.ends[epoch] = (start + train_s, start + train_s)
+        stamps.cycle_ends[epoch] = (start + cycle_s, start + cycle_s)
         stamps.steps[epoch], stamps.sequences[epoch] = steps_at, 4 * steps_at
     rates = stamps.rates()
     assert rates["steps_per_s"] == pytest.approx(20 / 3)  # 20 steps in 2 s + 1 s of training
-    assert rates["steps_per_s_with_epoch_ends"] == pytest.approx(20 / 6)  # from 10.0 to 16.0
+    assert rates["steps_per_s_with_epoch_ends"] == pytest.approx(20 / 7)  # 5 s + 2 s, not 10.0 to 22.0
     assert rates["steps_per_s_best_epoch"] == pytest.approx(10.0)  # epoch 2
     assert rates["sequences_per_s"] == pytest.approx(80 / 3)
+    assert stamps.epoch_rates(1)["steps_per_s"] == pytest.approx(5.0)
+    assert stamps.epoch_rates(1)["steps_per_s_with_epoch_ends"] == pytest.approx(2.0)
+
+
+def test_median_interval_brackets_the_median_and_narrows_with_more_pairs():
+    bench = load_benchmark()
+    few, many = [0.9, 1.0, 1.1, 0.95, 1.05], [0.9, 1.0, 1.1, 0.95, 1.05] * 20
+    lo, hi = bench.median_interval(few)
+    assert (lo, hi) == (0.9, 1.1)  # five values: the interval is (nearly) their whole range
+    lo_many, hi_many = bench.median_interval(many)
+    assert lo_many <= 1.0 <= hi_many and hi_many - lo_many < hi - lo
+    assert bench.median_interval([0.97]) == (0.97, 0.97)
 
 
 def test_a_fit_round_without_a_timed_epoch_is_refused():
