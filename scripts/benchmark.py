@@ -238,17 +238,11 @@ class PlainLoop:
         self.step = self.seen = 0
 
     def run_epoch(self, epoch: int) -> None:
-        model, optimizer, scaler, clip, x_train = (
-            self.model,
-            self.optimizer,
-            self.scaler,
-            self.clip,
-            self.x_train,
-        )
+        model, optimizer, scaler, clip = self.model, self.optimizer, self.scaler, self.clip
         self.stamps.start_epoch(epoch)
         model.train()
-        for index in torch.randperm(x_train.shape[0], generator=self.generator).split(self.batch):
-            xb = x_train[index.to(self.device)]
+        for index in torch.randperm(len(self.x_train), generator=self.generator).split(self.batch):
+            xb = self.x_train[index.to(self.device)]
             with self.autocast():
                 recon = model(xb)
             loss = nn.functional.mse_loss(recon.float(), xb)
