@@ -162,7 +162,7 @@ class SequenceAutoencoder(L.LightningModule):
         # The call's batches are fetched back to back (the epoch's last call gets what is left): the
         # loader's Python code then stays in the CPU's caches, and a fetch costs about half of what
         # it costs between a backward and the next forward (70 us against 125 us, seed-sized). Large
-        # batches come in groups of at most FETCH_AHEAD_BYTES, so a call never holds them all at once.
+        # batches come in groups of at most FETCH_AHEAD_BYTES, so a call never holds all of them.
         losses, sequences = [], 0
         batches = (batch for batch, _, _ in itertools.islice(dataloader_iter, max(steps, 0)))
         for group in fetch_groups(batches, FETCH_AHEAD_BYTES):
@@ -320,7 +320,8 @@ class SequenceAutoencoder(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
 
-# The most a fast-path call holds of fetched batches at once (see SequenceAutoencoder._training_steps).
+# The most a fast-path call fetches ahead at once, in one group of batches; the previous group is
+# still referenced while the next is fetched (see SequenceAutoencoder._training_steps).
 FETCH_AHEAD_BYTES = 64 * 2**20
 
 
