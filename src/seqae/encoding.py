@@ -55,10 +55,10 @@ def encode_split(
             lengths = part.get("lengths")
             if lengths is None:
                 batches = [(xb, None) for xb in x.split(batch_size)]
-            else:  # each batch cut to its own longest sequence, as in the loaders
-                lengths = lengths.to(device, non_blocking=True)
+            else:  # each batch cut to its own longest sequence, as in the loaders; the longest is
+                # read from the host's lengths, so a GPU is not waited for batch by batch
                 batches = [
-                    (xb[:, : int(lb.max())], lb)
+                    (xb[:, : int(lb.max())], lb.to(device, non_blocking=True))
                     for xb, lb in zip(x.split(batch_size), lengths.split(batch_size), strict=True)
                 ]
             code = torch.cat([model.encoder(xb, lb) for xb, lb in batches])
