@@ -396,6 +396,7 @@ def bench_fit(name: str, size: Size, rounds: int, threads: int, workdir: Path, e
         return statistics.median(pair[key] for pair in pairs)
 
     keys = per_round[0]["seqae"].keys()
+    epoch_ratios = [pair["steps_per_s"] for pair in pairs]
     return {
         "size": asdict(size),
         "threads": threads,
@@ -407,7 +408,7 @@ def bench_fit(name: str, size: Size, rounds: int, threads: int, workdir: Path, e
         "plain": {k: median("plain", k) for k in keys},
         "epoch_pairs": len(pairs),
         "ratio": ratio("steps_per_s"),
-        "ratio_interval": median_interval([pair["steps_per_s"] for pair in pairs]),
+        "ratio_interval": median_interval(epoch_ratios),
         "ratio_with_epoch_ends": ratio("steps_per_s_with_epoch_ends"),
         # each side's fastest epoch of all rounds
         "ratio_best_epochs": max(r["seqae"]["steps_per_s_best_epoch"] for r in per_round)
@@ -417,7 +418,7 @@ def bench_fit(name: str, size: Size, rounds: int, threads: int, workdir: Path, e
         "ratio_cpu": ratio("steps_per_s_cpu"),
         "ratio_with_epoch_ends_cpu": ratio("steps_per_s_with_epoch_ends_cpu"),
         "per_round": per_round,
-        "epoch_ratios": [pair["steps_per_s"] for pair in pairs],
+        "epoch_ratios": epoch_ratios,
     }
 
 

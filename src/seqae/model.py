@@ -325,9 +325,7 @@ class SequenceAutoencoder(L.LightningModule):
 FETCH_AHEAD_BYTES = 64 * 2**20
 
 
-def fetch_groups(
-    batches: Iterator[dict[str, Tensor]], limit_bytes: int = FETCH_AHEAD_BYTES
-) -> Iterator[list[dict[str, Tensor]]]:
+def fetch_groups(batches: Iterator[dict[str, Tensor]], limit_bytes: int) -> Iterator[list[dict[str, Tensor]]]:
     """``batches`` in lists fetched back to back, each of at most ``limit_bytes`` (judged by the first
     batch, and at least one batch)."""
     first = next(batches, None)
