@@ -106,6 +106,16 @@ def test_unlabelled_data_writes_no_labels_file(tmp_path):
     assert np.load(tmp_path / "codes.npy").shape == (20, 6)
 
 
+def test_a_progress_bar_only_when_asked_for(tmp_path, capsys):
+    dm = sines()
+    model = model_for(dm)
+    encode_split(model, dm, "test")  # evaluation and the projector encode quietly
+    assert "encode test" not in capsys.readouterr().err
+    write_encodings(model, dm, "test", tmp_path / "codes.npy")  # scripts/encode.py shows its progress
+    err = capsys.readouterr().err  # counted in sequences: "0/5 [..., ?seq/s]"
+    assert "encode test" in err and f"/{len(dm.split_data('test'))} [" in err and "seq/s" in err
+
+
 def test_max_sequences_encodes_only_the_first_ones():
     dm = sines()
     model = model_for(dm)
