@@ -263,17 +263,21 @@ def test_fetch_groups_hold_at_most_the_byte_limit_and_every_batch_once():
 
 def test_validation_metrics_are_each_epochs_own(tmp_path):
     """val/mse is the MSE over that epoch's validation batches alone: equal-length sequences and the
-    repeat decoder make it val/loss (a batch-size-weighted mean of batch MSEs), epoch after epoch."""
+    repeat decoder make it val/loss (a batch-size-weighted mean of batch MSEs), epoch after epoch,
+    also after a validate() (inference mode) before the fit (no_grad); test/mse likewise."""
     import csv
 
     from lightning.pytorch.loggers import CSVLogger
 
-    model = SequenceAutoencoder(input_size=3, hidden_size=8, lr=0.05)
+    model, dm = SequenceAutoencoder(input_size=3, hidden_size=8, lr=0.05), tiny_data(num_sequences=400)
+    quiet_trainer(tmp_path).validate(model, datamodule=dm, verbose=False)
     trainer = quiet_trainer(tmp_path, max_epochs=3, logger=CSVLogger(tmp_path, name="m", version=""))
-    trainer.fit(model, datamodule=tiny_data(num_sequences=400))  # validation batches of 16, 16 and 8
+    trainer.fit(model, datamodule=dm)  # validation batches of 16, 16 and 8
     with open(tmp_path / "m" / "metrics.csv") as f:
         rows = [r for r in csv.DictReader(f) if r.get("val/mse")]
     assert len(rows) == 3
     assert len({r["val/loss"] for r in rows}) == 3  # the model moved between epochs
     for r in rows:
         assert float(r["val/mse"]) == pytest.approx(float(r["val/loss"]), rel=1e-5)
+    tested = trainer.test(model, datamodule=dm, verbose=False)[0]
+    assert tested["test/mse"] == pytest.approx(tested["test/loss"], rel=1e-5)
