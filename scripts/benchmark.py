@@ -474,7 +474,7 @@ def bench_encode(
         else:
             a, b = _seconds(seqae_encode, min_time), _seconds(bare_encode, min_time)
         per_round.append({"seqae_s": a, "bare_s": b})
-    n = x.shape[0]
+    n, ratios = x.shape[0], [r["bare_s"] / r["seqae_s"] for r in per_round]
     return {
         "size": asdict(size),
         "threads": threads,
@@ -484,8 +484,8 @@ def bench_encode(
         "seqae_sequences_per_s": n / statistics.median(r["seqae_s"] for r in per_round),
         "bare_sequences_per_s": n / statistics.median(r["bare_s"] for r in per_round),
         "rounds": rounds,
-        "ratio": statistics.median(r["bare_s"] / r["seqae_s"] for r in per_round),
-        "ratio_interval": median_interval([r["bare_s"] / r["seqae_s"] for r in per_round]),
+        "ratio": statistics.median(ratios),
+        "ratio_interval": median_interval(ratios),
         "per_round": per_round,
     }
 
