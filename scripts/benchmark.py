@@ -52,9 +52,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import lightning as L
-import torch
-from torch import Tensor, nn
+from seqae.startup import frozen_imports
+
+with frozen_imports():  # as train.py imports them, so that seqae's fit here meets the same collector
+    import lightning as L
+    import torch
+    from torch import Tensor, nn
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"

@@ -10,13 +10,17 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
+from seqae.startup import frozen_imports
+
 log = logging.getLogger("encode")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="encode")
 def main(cfg: DictConfig) -> None:
-    # Imported here so that a bad override fails before torch and Lightning are loaded.
-    from seqae.encoding import load_checkpoint_and_data, write_encodings
+    # Imported here so that a bad override fails before torch and Lightning are loaded (and without
+    # the garbage collector's scans on the way: seqae/startup.py).
+    with frozen_imports():
+        from seqae.encoding import load_checkpoint_and_data, write_encodings
 
     model, datamodule, run_dir = load_checkpoint_and_data(cfg.ckpt, cfg.get("data"), cfg.seed, cfg.device)
     n = len(datamodule.split_data(cfg.split))  # a bad split name fails before anything is written

@@ -13,14 +13,18 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from seqae.startup import frozen_imports
+
 log = logging.getLogger("evaluate")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    # Imported here so that a bad override fails before torch and Lightning are loaded.
-    from seqae.encoding import load_checkpoint_and_data
-    from seqae.evaluation import evaluate, evaluate_config, write_eval_json
+    # Imported here so that a bad override fails before torch and Lightning are loaded (and without
+    # the garbage collector's scans on the way: seqae/startup.py).
+    with frozen_imports():
+        from seqae.encoding import load_checkpoint_and_data
+        from seqae.evaluation import evaluate, evaluate_config, write_eval_json
 
     model, datamodule, run_dir = load_checkpoint_and_data(cfg.ckpt, cfg.get("data"), cfg.seed, cfg.device)
     results = evaluate(model, datamodule, **evaluate_config(cfg.eval))
