@@ -217,22 +217,74 @@ def test_several_steps_per_call_log_train_loss_at_the_same_optimizer_steps(tmp_p
     """TensorBoard's step axis (and log_every_n_steps) counts optimizer steps whatever steps_per_call is."""
     import csv
 
+    from lightning.pytorch.callbacks import LearningRateMonitor
     from lightning.pytorch.loggers import CSVLogger
 
-    logged, losses = {}, {}
+    logged, losses, lr_logged = {}, {}, {}
     for steps_per_call in (1, 3, 5):  # 5 does not divide log_every_n_steps: calls end early to keep step
         torch.manual_seed(0)
         logger = CSVLogger(tmp_path, name=f"k{steps_per_call}", version="")
         model = SequenceAutoencoder(input_size=3, hidden_size=8, steps_per_call=steps_per_call)
-        trainer = quiet_trainer(tmp_path, max_epochs=2, logger=logger, log_every_n_steps=3)
+        # the learning-rate monitor logs before a logging step, in on_train_batch_start
+        lr_monitor = LearningRateMonitor(logging_interval="step")
+        trainer = quiet_trainer(
+            tmp_path, max_epochs=2, logger=logger, log_every_n_steps=3, callbacks=[lr_monitor]
+        )
         trainer.fit(model, datamodule=tiny_data(num_sequences=120))
         with open(tmp_path / f"k{steps_per_call}" / "metrics.csv") as f:
-            rows = [r for r in csv.DictReader(f) if r.get("train/loss")]
-        logged[steps_per_call] = [int(r["step"]) for r in rows]
-        losses[steps_per_call] = [float(r["train/loss"]) for r in rows]
+            rows = list(csv.DictReader(f))
+        logged[steps_per_call] = [int(r["step"]) for r in rows if r.get("train/loss")]
+        losses[steps_per_call] = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
+        lr_logged[steps_per_call] = [int(r["step"]) for r in rows if r.get("lr-Adam")]
     assert logged[5] == logged[3] == logged[1] == [2, 5, 8, 11]
+    assert lr_logged[5] == lr_logged[3] == lr_logged[1] == [2, 5, 8, 11]
     # each written value is that call's own loss, not one left over from an earlier call
     assert len(set(losses[5])) == len(losses[5])
+
+
+@pytest.mark.parametrize(
+    "val_check_interval, validated, also_at_epoch_ends",
+    [
+        (2, [1, 3, 5, 7, 9, 11, 13, 15, 17], []),  # batches 2, 4 and 6 of each epoch
+        (0.5, [2, 5, 8, 11, 14, 17], []),  # every 3 batches
+        (4, [3, 9, 15], [5, 11, 17]),  # batch 4 only; Lightning validates a dataloader_iter fit's ends
+    ],
+)
+def test_several_steps_per_call_validate_and_checkpoint_at_the_same_steps(
+    tmp_path, val_check_interval, validated, also_at_epoch_ends
+):
+    """A call ends where Lightning acts on a batch or step count, so val_check_interval and
+    every_n_train_steps checkpoints happen at the steps they happen at with one step per call.
+    An interval that does not divide the epoch also validates at its end (README, Performance)."""
+    import csv
+
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    seen = {}
+    for steps_per_call in (1, 3, 5):
+        torch.manual_seed(0)
+        run = tmp_path / f"k{steps_per_call}"
+        every_5 = ModelCheckpoint(run, filename="s{step}", every_n_train_steps=5, save_top_k=-1)
+        trainer = quiet_trainer(
+            tmp_path,
+            max_epochs=3,
+            logger=CSVLogger(run, name="", version=""),
+            callbacks=[every_5],
+            val_check_interval=val_check_interval,
+            log_every_n_steps=100,
+        )
+        model = SequenceAutoencoder(input_size=3, hidden_size=8, steps_per_call=steps_per_call)
+        trainer.fit(model, datamodule=tiny_data(num_sequences=120))  # 6 batches an epoch
+        with open(run / "metrics.csv") as f:
+            val = [(int(r["step"]), float(r["val/loss"])) for r in csv.DictReader(f) if r.get("val/loss")]
+        seen[steps_per_call] = val, {p.name for p in run.glob("*.ckpt")}
+    assert [step for step, _ in seen[1][0]] == validated
+    assert seen[1][1] == {f"sstep={s}.ckpt" for s in (5, 10, 15)}
+    for fast in (seen[3], seen[5]):
+        assert [step for step, _ in fast[0]] == sorted(validated + also_at_epoch_ends)
+        assert [v for v in fast[0] if v[0] in validated] == seen[1][0]  # the same losses at those steps
+        assert fast[1] == seen[1][1]
 
 
 @pytest.mark.parametrize("group_batches", [8, 1])

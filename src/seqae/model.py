@@ -10,6 +10,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 from lightning.pytorch.strategies import SingleDeviceStrategy
 from torch import Tensor
@@ -152,13 +153,7 @@ class SequenceAutoencoder(L.LightningModule):
         # What the optimizer steps is what is clipped; self.parameters() would walk every submodule
         # (the torchmetrics ones too) on each step, 30 us of a small model's 4 ms step.
         params = [p for group in optimizer.param_groups for p in group["params"]]
-        # A call ends on a multiple of log_every_n_steps, so train/loss is written at the same steps
-        # as with one step per call, and never goes past max_steps.
-        steps, stepped = self.hparams.steps_per_call, trainer.fit_loop.epoch_loop._batches_that_stepped
-        if trainer.log_every_n_steps > 0:
-            steps = min(steps, trainer.log_every_n_steps - stepped % trainer.log_every_n_steps)
-        if trainer.max_steps >= 0:
-            steps = min(steps, trainer.max_steps - trainer.global_step)
+        steps = min(self.hparams.steps_per_call, steps_until_lightning_acts(trainer))
         # The call's batches are fetched back to back (the epoch's last call gets what is left): the
         # loader's Python code then stays in the CPU's caches, and a fetch costs about half of what
         # it costs between a backward and the next forward (70 us against 125 us, seed-sized). Large
@@ -203,12 +198,10 @@ class SequenceAutoencoder(L.LightningModule):
                 batch = {k: v.to(self.device) for k, v in group[bad].items()}
                 raise FloatingPointError(self._non_finite_report(batch, None, group_losses[bad], step))
             losses.append(group_losses)
+        count_batches(trainer, sum(len(group) for group in losses))
         if not losses:
             return
         losses = torch.cat(losses)
-        # Lightning counts one logging step per call (it adds the 1); counting every optimizer step
-        # keeps TensorBoard's step axis and log_every_n_steps in steps, whatever steps_per_call is.
-        trainer.fit_loop.epoch_loop._batches_that_stepped += max(len(losses) - 1, 0)
         # self.log costs about as much as an optimizer step of a small model, so the loss (the mean
         # over this call's steps) is logged only on the calls whose metrics Lightning writes out.
         if trainer._logger_connector.should_update_logs or trainer.fast_dev_run:
@@ -339,6 +332,53 @@ class SequenceAutoencoder(L.LightningModule):
         )
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max_epochs)
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+
+def steps_until_lightning_acts(trainer: L.Trainer) -> int | float:
+    """Optimizer steps until Lightning next acts on a step or batch count: writing the logs
+    (``log_every_n_steps``, and a step-interval ``LearningRateMonitor`` before them), validating (an int or fractional ``val_check_interval``), saving a
+    checkpoint (``ModelCheckpoint(every_n_train_steps=...)``) or stopping (``max_steps``).
+
+    Lightning looks at these counts only between ``training_step`` calls, so a fast-path call ends
+    there: each then happens at the same step as with one step per call.
+    """
+    loop = trainer.fit_loop.epoch_loop
+    counts = []  # (what the count is now, Lightning acts at its multiples)
+    if trainer.log_every_n_steps > 0:
+        counts.append((loop._batches_that_stepped, trainer.log_every_n_steps))
+        if any(
+            isinstance(c, LearningRateMonitor) and c.logging_interval == "step" for c in trainer.callbacks
+        ):
+            # it logs in on_train_batch_start, before a logging step: that step gets a call of its own
+            counts.append((loop._batches_that_stepped + 1, trainer.log_every_n_steps))
+    val_every = trainer.val_check_batch
+    if val_every is not None and math.isfinite(val_every) and trainer._val_check_time_interval is None:
+        # batches of this epoch, or of the whole fit with check_val_every_n_epoch=None; Lightning
+        # has already counted this call, which has fetched nothing yet
+        progress = loop.batch_progress
+        ready = progress.total.ready if trainer.check_val_every_n_epoch is None else progress.current.ready
+        counts.append((ready - 1, int(val_every)))
+    for callback in trainer.checkpoint_callbacks:
+        if (every := getattr(callback, "_every_n_train_steps", 0)) >= 1:
+            counts.append((trainer.global_step, every))
+    steps = min((every - now % every for now, every in counts), default=math.inf)
+    if trainer.max_steps >= 0:
+        steps = min(steps, trainer.max_steps - trainer.global_step)
+    return steps
+
+
+def count_batches(trainer: L.Trainer, batches: int) -> None:
+    """Lightning counts one batch and one logging step per ``training_step`` call; a fast-path call
+    that took ``batches`` adds the rest. TensorBoard's step axis,
+    ``log_every_n_steps`` and ``val_check_interval`` then count optimizer steps and batches,
+    whatever ``steps_per_call`` is."""
+    loop, extra = trainer.fit_loop.epoch_loop, batches - 1
+    loop._batches_that_stepped += extra
+    for counter in (loop.batch_progress.current, loop.batch_progress.total):
+        counter.ready += extra
+        counter.started += extra
+        counter.processed += extra
+        counter.completed += extra
 
 
 # The most a fast-path call fetches ahead at once, in one group of batches; the previous group is
