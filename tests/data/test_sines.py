@@ -5,6 +5,7 @@ from types import SimpleNamespace
 import lightning as L
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from seqae.data import SinesDataModule
 from seqae.data.datamodule import DataError, EpochBatchSampler
@@ -49,6 +50,25 @@ def test_batches_are_slices_with_the_configured_size():
     batches = list(dm.train_dataloader())
     assert [len(b["x"]) for b in batches] == [8] * 10
     assert set(batches[0]) == {"x", "labels"}
+
+
+def test_loader_yields_what_a_torch_dataloader_yields_and_draws_no_global_randomness():
+    """SliceLoader skips DataLoader's per-batch machinery, not its batches: the same index batches of
+    the same sampler, sliced the same way. Its iterators leave the global RNG alone (a resumed run
+    must draw the same dropout masks)."""
+    dm = make()
+    loader = dm.train_dataloader()
+    assert isinstance(loader, DataLoader) and len(loader) == 10
+    before = torch.get_rng_state()
+    list(loader)
+    assert torch.equal(torch.get_rng_state(), before)
+    reference = DataLoader(loader.dataset, sampler=loader.sampler, batch_size=None, collate_fn=lambda b: b)
+    for epoch in (0, 1):
+        loader.sampler.set_epoch(epoch)
+        ours, theirs = list(loader), list(reference)
+        assert len(ours) == len(theirs) == 10
+        for a, b in zip(ours, theirs, strict=True):
+            assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def fake_cuda_trainer() -> SimpleNamespace:

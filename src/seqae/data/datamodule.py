@@ -298,15 +298,30 @@ class SequenceDataModule(L.LightningDataModule):
         else:
             sampler = EpochBatchSampler(len(data), *args)
         # batch_size=None: the sampler yields whole index batches, the dataset slices them at once.
-        # Its own generator: creating an iterator must not draw from the global RNG, or a resumed
-        # run (which validates once more before training) would draw different dropout masks.
-        return DataLoader(
+        # Creating an iterator must not draw from the global RNG, or a resumed run (which validates
+        # once more before training) would draw different dropout masks: SliceLoader draws nothing,
+        # and DataLoader's worker seeds (with workers) come from a generator of its own.
+        return SliceLoader(
             BatchSlices(data),
             sampler=sampler,
             batch_size=None,
             collate_fn=_as_is,
             generator=torch.Generator(),
         )
+
+
+class SliceLoader(DataLoader):
+    """A DataLoader of whole batches sliced out of tensors: in this process (no workers) it yields
+    ``dataset[index]`` for each index batch of its sampler, and nothing else.
+
+    DataLoader's own iterator wraps each batch in a profiler range and a collate call, and draws a
+    seed for workers that do not exist: 10 us a batch, 15 us inside a fit, 0.45% of a seed-sized step.
+    """
+
+    def __iter__(self) -> Iterator[dict[str, Tensor]]:
+        if self.num_workers > 0:
+            return super().__iter__()
+        return map(self.dataset.__getitem__, self.sampler)
 
 
 class BatchSlices(Dataset):
