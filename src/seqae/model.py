@@ -336,8 +336,9 @@ class SequenceAutoencoder(L.LightningModule):
 
 def steps_until_lightning_acts(trainer: L.Trainer) -> int | float:
     """Optimizer steps until Lightning next acts on a step or batch count: writing the logs
-    (``log_every_n_steps``, and a step-interval ``LearningRateMonitor`` before them), validating (an int or fractional ``val_check_interval``), saving a
-    checkpoint (``ModelCheckpoint(every_n_train_steps=...)``) or stopping (``max_steps``).
+    (``log_every_n_steps``, and a step-interval ``LearningRateMonitor`` just before them),
+    validating (an int or fractional ``val_check_interval``), saving a checkpoint
+    (``ModelCheckpoint(every_n_train_steps=...)``) or stopping (``max_steps``).
 
     Lightning looks at these counts only between ``training_step`` calls, so a fast-path call ends
     there: each then happens at the same step as with one step per call.
@@ -369,9 +370,8 @@ def steps_until_lightning_acts(trainer: L.Trainer) -> int | float:
 
 def count_batches(trainer: L.Trainer, batches: int) -> None:
     """Lightning counts one batch and one logging step per ``training_step`` call; a fast-path call
-    that took ``batches`` adds the rest. TensorBoard's step axis,
-    ``log_every_n_steps`` and ``val_check_interval`` then count optimizer steps and batches,
-    whatever ``steps_per_call`` is."""
+    that took ``batches`` adds the rest. TensorBoard's step axis, ``log_every_n_steps`` and
+    ``val_check_interval`` then count optimizer steps and batches, whatever ``steps_per_call`` is."""
     loop, extra = trainer.fit_loop.epoch_loop, batches - 1
     loop._batches_that_stepped += extra
     for counter in (loop.batch_progress.current, loop.batch_progress.total):
