@@ -352,8 +352,10 @@ def steps_until_lightning_acts(trainer: L.Trainer) -> int | float:
         ):
             # it logs in on_train_batch_start, before a logging step: that step gets a call of its own
             counts.append((loop._batches_that_stepped + 1, trainer.log_every_n_steps))
+    # a time-based val_check_interval (Lightning 2.6 on) is looked at after every call anyway
+    timed = getattr(trainer, "_val_check_time_interval", None) is not None
     val_every = trainer.val_check_batch
-    if val_every is not None and math.isfinite(val_every) and trainer._val_check_time_interval is None:
+    if not timed and val_every is not None and math.isfinite(val_every):
         # batches of this epoch, or of the whole fit with check_val_every_n_epoch=None; Lightning
         # has already counted this call, which has fetched nothing yet
         progress = loop.batch_progress
