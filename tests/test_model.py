@@ -70,7 +70,15 @@ def test_encode_takes_original_units():
     x = torch.randn(3, 5, 2)
     model.set_normalization(torch.tensor([10.0, -3.0]), torch.tensor([2.0, 0.5]))
     shifted = x * torch.tensor([2.0, 0.5]) + torch.tensor([10.0, -3.0])
+    given = shifted.clone()
     torch.testing.assert_close(model.encode(shifted), model.encoder(x))
+    assert torch.equal(shifted, given)  # the caller's data is left as it was
+    # gradients reach the inputs through the normalisation (saliency, input optimisation)
+    shifted.requires_grad_(True)
+    x.requires_grad_(True)
+    model.encode(shifted).sum().backward()
+    model.encoder(x).sum().backward()
+    torch.testing.assert_close(shifted.grad, x.grad / torch.tensor([2.0, 0.5]))  # x = (shifted - loc) / scale
 
 
 def test_masked_mse_ignores_padding():
