@@ -108,7 +108,7 @@ class SequenceAutoencoder(L.LightningModule):
 
     def normalize(self, x: Tensor) -> Tensor:
         # Dividing in place, into the subtraction's own new tensor, allocates once instead of twice:
-        # the same numbers, and 1% to 2% off encoding a seed-sized split (normalised all at once).
+        # the same numbers, and about 1% off encoding a seed-sized split (normalised all at once).
         return (x - self.norm_loc).div_(self.norm_scale)
 
     def encode(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
