@@ -1,8 +1,8 @@
 """How fast is seqae against the same work written by hand in plain PyTorch, on this machine?
 
-    python scripts/benchmark.py                    # everything, a few minutes on 2 cores
+    python scripts/benchmark.py                    # everything, about 5 minutes on 2 cores
     python scripts/benchmark.py --quick --out b.json   # tiny sizes, seconds (the smoke test)
-    python scripts/benchmark.py --only fit --sizes seed --rounds 8 --threads 1
+    python scripts/benchmark.py --only fit --sizes seed --rounds 8 --processes 1 --threads 1
 
 Sections (each a Markdown table on stdout; all numbers in the ``--out`` JSON):
 
@@ -23,6 +23,11 @@ Sections (each a Markdown table on stdout; all numbers in the ``--out`` JSON):
   GFLOP/s against ``torch.mm`` at the LSTM's recurrent GEMM shape.
 * startup: ``python train.py`` to its first training step, and where the seconds go.
 
+Each side is timed at a random C stack depth every round (``at_stack_depth``: the LSTM kernel's
+speed depends on it), and the fit and encode comparisons run in ``--processes`` fresh processes
+(default 3), one after another; their tables give the median over processes and each process's
+ratio.
+
 Every section runs where the composed config's Trainer would (``trainer=gpu``, or a GPU that
 ``accelerator: auto`` finds), and the fit section in its precision (``trainer.precision=bf16-mixed``):
 the plain side then keeps its data on the device and uses autocast, and a GradScaler for 16-mixed.
@@ -39,6 +44,7 @@ import logging
 import math
 import os
 import platform
+import random
 import re
 import statistics
 import subprocess
@@ -372,12 +378,16 @@ def bench_fit(name: str, size: Size, rounds: int, threads: int, workdir: Path, e
     loc, scale = data.normalization()
     x_train = (data.splits["train"].x - loc) / scale  # a hand-written loop normalises once, up front
     x_val = (data.splits["val"].x - loc) / scale
-    per_round, pairs = [], []
+    per_round, pairs, rng = [], [], random.Random(0)
     for r in range(rounds):
         plain = PlainLoop(x_train, x_val, cfg, cfg.seed, device, precision)  # before train() seeds
-        StepTimer.before_epoch = plain.run_epoch
+        # each plain epoch and each seqae fit at a random stack depth: see at_stack_depth
+        StepTimer.before_epoch = lambda epoch, plain=plain: at_stack_depth(
+            rng.randrange(STACK_DEPTHS), partial(plain.run_epoch, epoch)
+        )
         try:
-            seqae = seqae_fit(cfg, workdir / f"{name}_round{r}")
+            fit = partial(seqae_fit, cfg, workdir / f"{name}_round{r}")
+            seqae = at_stack_depth(rng.randrange(STACK_DEPTHS), fit)
         finally:
             StepTimer.before_epoch = None
         # each of seqae's timed epochs against the plain epoch run just before it
@@ -433,6 +443,26 @@ def median_interval(values: list[float], z: float = 1.96) -> tuple[float, float]
     return ordered[max(0, math.floor(n / 2 - half))], ordered[min(n - 1, math.ceil(n / 2 + half) - 1)]
 
 
+# -- measurement bias --------------------------------------------------------------------------
+STACK_DEPTHS = 64
+
+
+def at_stack_depth(depth: int, fn: Callable[[], Any]) -> Any:
+    """``fn()``, called ``depth`` C stack frames deeper than here.
+
+    Why: on this machine the same oneDNN LSTM kernel on the same batches runs up to 25% slower when
+    the C stack sits at certain offsets. Called 0 to 47 frames deep, three or four adjacent depths
+    ran 15% to 25% slower than the rest, and which ones moved from process to process. A side always
+    called from the same place could so be slow for a whole process (a seed-sized encode ratio of
+    0.83x in one run, 1.06x in another). Each timing here runs at a fresh random depth, so both sides
+    meet the slow offsets equally often, and the median over rounds leaves them out (the remedy of
+    Mytkowicz et al., "Producing wrong data without doing anything obviously wrong!", ASPLOS 2009).
+    ``map`` calls the lambda from C, so each level adds the interpreter's own C frames."""
+    if depth == 0:
+        return fn()
+    return next(map(lambda _: at_stack_depth(depth - 1, fn), (None,)))
+
+
 # -- encode ----------------------------------------------------------------------------------
 def bench_encode(
     name: str, size: Size, rounds: int, threads: int, workdir: Path, extra: list[str], min_time: float = 0.05
@@ -470,12 +500,17 @@ def bench_encode(
     seqae_encode(), bare_encode()  # warm-up: oneDNN builds its primitives on first use
     # Short rounds, each side timed right after the other, the order swapped every round: the
     # machine's speed drifts within a second, so adjacent timings make the fairest pairs.
+    rng = random.Random(0)
+
+    def seconds(fn: Callable[[], None]) -> float:
+        return at_stack_depth(rng.randrange(STACK_DEPTHS), partial(_seconds, fn, min_time))
+
     per_round = []
     for r in range(rounds):
         if r % 2:
-            b, a = _seconds(bare_encode, min_time), _seconds(seqae_encode, min_time)
+            b, a = seconds(bare_encode), seconds(seqae_encode)
         else:
-            a, b = _seconds(seqae_encode, min_time), _seconds(bare_encode, min_time)
+            a, b = seconds(seqae_encode), seconds(bare_encode)
         per_round.append({"seqae_s": a, "bare_s": b})
     n, ratios = x.shape[0], [r["bare_s"] / r["seqae_s"] for r in per_round]
     return {
@@ -690,31 +725,29 @@ def markdown(results: dict[str, Any]) -> str:
     if results.get("fit"):
         lines += [
             "| fit | device, precision | threads | seqae steps/s | plain steps/s | seqae seq/s | plain seq/s "
-            "| ratio | 95% interval | epoch pairs | best epochs' ratio | ratio with epoch ends | CPU-time ratio "
+            "| ratio | each process | epoch pairs | best epochs' ratio | ratio with epoch ends | CPU-time ratio "
             "| CPU-time ratio with epoch ends |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for name, r in results["fit"].items():
             s, p = r["seqae"], r["plain"]
-            lo, hi = r["ratio_interval"]
             lines.append(
                 f"| {name} ({_shape(r['size'])}) | {r['device']}, {r['precision']} | {r['threads']} "
                 f"| {s['steps_per_s']:.1f} | {p['steps_per_s']:.1f} | {s['sequences_per_s']:.0f} "
-                f"| {p['sequences_per_s']:.0f} | **{r['ratio']:.3f}x** | {lo:.3f} to {hi:.3f} | {r['epoch_pairs']} "
+                f"| {p['sequences_per_s']:.0f} | **{r['ratio']:.3f}x** | {_each(r)} | {r['epoch_pairs']} "
                 f"| {r['ratio_best_epochs']:.3f}x | {r['ratio_with_epoch_ends']:.3f}x | {r['ratio_cpu']:.3f}x "
                 f"| {r['ratio_with_epoch_ends_cpu']:.3f}x |"
             )
         lines.append("")
     if results.get("encode"):
         lines += [
-            "| encode | device | seqae seq/s | bare LSTM seq/s | ratio | 95% interval | rounds | seqae path |",
+            "| encode | device | seqae seq/s | bare LSTM seq/s | ratio | each process | rounds | seqae path |",
             "|---|---|---|---|---|---|---|---|",
         ]
         for name, r in results["encode"].items():
-            lo, hi = r["ratio_interval"]
             lines.append(
                 f"| {name} ({_shape(r['size'])}) | {r['device']} | {r['seqae_sequences_per_s']:.0f} "
-                f"| {r['bare_sequences_per_s']:.0f} | **{r['ratio']:.3f}x** | {lo:.3f} to {hi:.3f} "
+                f"| {r['bare_sequences_per_s']:.0f} | **{r['ratio']:.3f}x** | {_each(r)} "
                 f"| {r['rounds']} | {r['path']} |"
             )
         lines.append("")
@@ -743,8 +776,67 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _each(row: dict) -> str:
+    return ", ".join(f"{ratio:.3f}" for ratio in row["process_ratios"])
+
+
 def _shape(size: dict) -> str:
     return f"in {size['input']}, hidden {size['hidden']}, seq {size['seq_len']}, batch {size['batch']}"
+
+
+# -- several processes ------------------------------------------------------------------------
+def default_rounds(quick: bool, size: str) -> dict[str, int]:
+    """Rounds per process. Each round of fit is one seqae fit (5 timed epoch pairs at the seed size, 2 at
+    the realistic size); each round of encode times each side for at least 0.05 s."""
+    if quick:
+        return {"fit": 1, "encode": 2}
+    return {"fit": 1, "encode": 4} if size == "realistic" else {"fit": 4, "encode": 100}
+
+
+def in_processes(sections: list[str], args: argparse.Namespace, threads: int, workdir: Path) -> dict:
+    """The fit and encode comparisons, run in ``args.processes`` fresh interpreters one after another.
+
+    Why: what a process's memory layout does to one side's speed lasts as long as the process. Random
+    stack depths (``at_stack_depth``) spread the part of it that was found; the median over fresh
+    processes, each with its own layout, guards against the rest. Every process's ratio is reported
+    next to the median."""
+    runs = []
+    for i in range(args.processes):
+        out = workdir / f"process{i}.json"
+        cmd = [sys.executable, __file__, "--processes", "1", "--only", ",".join(sections)]
+        cmd += ["--sizes", ",".join(args.sizes), "--threads", str(threads), "--out", str(out)]
+        cmd += [
+            *(["--quick"] if args.quick else []),
+            *(["--rounds", str(args.rounds)] if args.rounds else []),
+        ]
+        print(f"process {i + 1}/{args.processes}", file=sys.stderr, flush=True)
+        subprocess.run([*cmd, *args.overrides], check=True, stdout=subprocess.DEVNULL)  # its progress: stderr
+        runs.append(json.loads(out.read_text()))
+    return {
+        section: {
+            name: merge_processes([r[section][name]["processes"][0] for r in runs]) for name in args.sizes
+        }
+        for section in sections
+    }
+
+
+def merge_processes(runs: list[dict]) -> dict:
+    """One table row from each process's result: the median of every rate and ratio, the rounds and
+    epoch pairs summed, and each process's ratio; the processes' own results are kept whole."""
+
+    def median_of(key: str) -> Any:
+        values = [r[key] for r in runs]
+        if isinstance(values[0], dict):
+            return {k: statistics.median(v[k] for v in values) for k in values[0]}
+        return statistics.median(values)
+
+    merged = {k: v for k, v in runs[0].items() if isinstance(v, (int, str)) or k == "size"}
+    merged.update({k: median_of(k) for k, v in runs[0].items() if isinstance(v, float)})
+    merged.update({k: median_of(k) for k in ("seqae", "plain") if k in runs[0]})
+    merged.update({k: sum(r[k] for r in runs) for k in ("rounds", "epoch_pairs") if k in runs[0]})
+    merged["process_ratios"] = [r["ratio"] for r in runs]
+    merged["processes"] = runs
+    return merged
 
 
 # -- main ------------------------------------------------------------------------------------
@@ -761,7 +853,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--rounds",
         type=int,
         default=None,
-        help="rounds per size (fit: default 10, realistic 3; encode: 40, realistic 10)",
+        help="rounds per size and process (fit: default 4, realistic 1; encode: 100, realistic 4)",
+    )
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        help="fresh processes to run the fit and encode comparisons in, one after another; the tables "
+        "give the median over them (default 3, --quick 1)",
     )
     p.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: the config's `threads`)"
@@ -783,6 +882,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--only: unknown section(s) {bad}; choose from {SECTIONS}.")
     if args.rounds is not None and args.rounds < 1:
         p.error(f"--rounds must be at least 1, got {args.rounds}.")
+    if args.processes is not None and args.processes < 1:
+        p.error(f"--processes must be at least 1, got {args.processes}.")
+    args.processes = args.processes or (1 if args.quick else 3)
     args.sizes, args.only = sizes, only
     return args
 
@@ -809,24 +911,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     with tempfile.TemporaryDirectory(prefix="seqae-bench-") as tmp:
         workdir = Path(tmp)
-        if "fit" in args.only:
-            results["fit"] = {}
+        compared = [s for s in ("fit", "encode") if s in args.only]
+        if compared and args.processes > 1:
+            results.update(in_processes(compared, args, threads, workdir))
+        elif compared:
+            results.update({section: {} for section in compared})
             for name in args.sizes:
-                size = SIZES[name]
-                rounds = args.rounds or (1 if args.quick else 3 if name == "realistic" else 10)
-                results["fit"][name] = bench_fit(name, size, rounds, threads, workdir, args.overrides)
-        if "encode" in args.only:
-            results["encode"] = {
-                name: bench_encode(
-                    name,
-                    SIZES[name],
-                    args.rounds or (2 if args.quick else 10 if name == "realistic" else 40),
-                    threads,
-                    workdir,
-                    args.overrides,
-                )
-                for name in args.sizes
-            }
+                rounds = default_rounds(args.quick, name)
+                rounds = dict.fromkeys(rounds, args.rounds) if args.rounds else rounds
+                if "fit" in compared:
+                    run = bench_fit(name, SIZES[name], rounds["fit"], threads, workdir, args.overrides)
+                    results["fit"][name] = merge_processes([run])
+                if "encode" in compared:
+                    run = bench_encode(name, SIZES[name], rounds["encode"], threads, workdir, args.overrides)
+                    results["encode"][name] = merge_processes([run])
         if "scaling" in args.only:
             base = SIZES["tiny"] if args.quick else Size(10, 64, 50, 32, 2048, 1)  # the default model
             cfg = compose_train_config([*base.overrides(), *args.overrides], workdir / "scaling")

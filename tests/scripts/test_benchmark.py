@@ -27,12 +27,33 @@ def test_quick_benchmark_writes_every_section(tmp_path):
         assert fit[side]["steps_per_s"] > 0 and fit[side]["sequences_per_s"] > 0
     assert fit["ratio"] > 0 and fit["ratio_best_epochs"] > 0 and fit["threads"] == 1
     assert results["encode"]["tiny"]["ratio"] > 0
+    assert fit["process_ratios"] == [fit["ratio"]]  # --quick: one process, this one
     assert {"base", "seq x2", "batch x2", "hidden x2"} == {r["config"] for r in results["scaling"]}
     startup = results["startup"]
     assert startup["to_first_step_s"] > 0
     assert {"compose config", "build data", "build model"} <= set(startup["breakdown_s"])
     # the printed table is the one in the JSON
     assert results["markdown"] in proc.stdout and "| fit |" in results["markdown"]
+
+
+@pytest.mark.slow
+def test_comparisons_in_several_processes_give_the_median_and_every_process_ratio(tmp_path):
+    out = tmp_path / "bench.json"
+    args = ("--quick", "--processes", "3", "--rounds", "1", "--only", "fit,encode", "--threads", "1")
+    proc = run_cli(*args, "--out", str(out), script="scripts/benchmark.py")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    results = json.loads(out.read_text())
+    for section in ("fit", "encode"):
+        row, runs = results[section]["tiny"], results[section]["tiny"]["processes"]
+        assert len(runs) == 3 and row["process_ratios"] == [r["ratio"] for r in runs]
+        assert row["ratio"] == sorted(row["process_ratios"])[1]
+        assert row["rounds"] == sum(r["rounds"] for r in runs)
+        assert ", ".join(f"{r:.3f}" for r in row["process_ratios"]) in results["markdown"]
+    fit = results["fit"]["tiny"]
+    assert fit["seqae"]["steps_per_s"] == sorted(r["seqae"]["steps_per_s"] for r in fit["processes"])[1]
+    assert fit["epoch_pairs"] == sum(r["epoch_pairs"] for r in fit["processes"]) > 0
+    assert "scaling" not in results and proc.stderr.count("fit tiny round 1/1") == 3
 
 
 def load_benchmark():
@@ -49,6 +70,7 @@ def load_benchmark():
         (["--sizes", "huge"], "--sizes: unknown size(s) ['huge']; choose from ['realistic', 'seed', 'tiny']"),
         (["--only", "fit,speed"], "--only: unknown section(s) ['speed']"),
         (["--rounds", "0"], "--rounds must be at least 1, got 0"),
+        (["--processes", "0"], "--processes must be at least 1, got 0"),
     ],
 )
 def test_bad_options_are_refused_naming_the_option_and_the_choices(args, message, capsys):
@@ -96,3 +118,11 @@ def test_a_fit_round_without_a_timed_epoch_is_refused():
     stamps.starts[0], stamps.ends[0], stamps.steps[0], stamps.sequences[0] = (0, 0), (1, 1), 4, 16
     with pytest.raises(ValueError, match="at least 2 epochs"):
         stamps.rates()
+
+
+def test_at_stack_depth_returns_the_result_from_that_many_levels_deeper():
+    import traceback
+
+    at_stack_depth = load_benchmark().at_stack_depth
+    frames = {depth: at_stack_depth(depth, lambda: len(traceback.extract_stack())) for depth in (0, 5)}
+    assert frames[5] - frames[0] == 5 * 2  # each level: at_stack_depth and the lambda map calls
