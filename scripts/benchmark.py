@@ -1,6 +1,6 @@
 """How fast is seqae against the same work written by hand in plain PyTorch, on this machine?
 
-    python scripts/benchmark.py                    # everything, about 5 minutes on 2 cores
+    python scripts/benchmark.py                    # everything, about 3.5 minutes on 2 cores
     python scripts/benchmark.py --quick --out b.json   # tiny sizes, seconds (the smoke test)
     python scripts/benchmark.py --only fit --sizes seed --rounds 8 --processes 1 --threads 1
 
@@ -454,7 +454,7 @@ def at_stack_depth(depth: int, fn: Callable[[], Any]) -> Any:
     the C stack sits at certain offsets. Called 0 to 47 frames deep, three or four adjacent depths
     ran 15% to 25% slower than the rest, and which ones moved from process to process. A side always
     called from the same place could so be slow for a whole process (a seed-sized encode ratio of
-    0.83x in one run, 1.06x in another). Each timing here runs at a fresh random depth, so both sides
+    0.83x in one run, 1.03x in another). Each timing here runs at a fresh random depth, so both sides
     meet the slow offsets equally often, and the median over rounds leaves them out (the remedy of
     Mytkowicz et al., "Producing wrong data without doing anything obviously wrong!", ASPLOS 2009).
     ``map`` calls the lambda from C, so each level adds the interpreter's own C frames."""
