@@ -129,7 +129,7 @@ def test_bad_tsv_names_the_file_and_line(tmp_path, train, error, message):
             r"Bad_TRAIN.ts, line 2: '1,2,3:a' before @data; expected header lines",
         ),
         ("@problemName Bad\n", r"Bad_TRAIN.ts: no @data line"),
-        (ts("(0,1),(1,2):a\n"), r"Bad_TRAIN.ts, line 4: time-stamped values are not supported"),
+        (ts("(0,1),(1,x):a\n"), r"Bad_TRAIN.ts, line 4, dimension 0, value 2: 'x' is not a number"),
     ],
 )
 def test_bad_ts_names_the_file_and_line(tmp_path, train, message):
@@ -145,7 +145,7 @@ def test_missing_archive_files_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"no folder .*gunpoint \(did you mean data.name=GunPoint\?"):
         make(tmp_path, "gunpoint")
     (tmp_path / "GunPoint" / "GunPoint_TEST.tsv").unlink()
-    with pytest.raises(FileNotFoundError, match=r"GunPoint_TEST.tsv: no such file; a data set needs both"):
+    with pytest.raises(FileNotFoundError, match=r"it holds only GunPoint_TRAIN.tsv. A data set needs both"):
         make(tmp_path, "GunPoint")
     (tmp_path / "Empty").mkdir()
     with pytest.raises(
@@ -158,3 +158,27 @@ def test_a_train_file_too_small_for_validation_is_refused(tmp_path):
     write_tsv(tmp_path, n_train=1)
     with pytest.raises(DataError, match=r"UCR data set Tiny .* cannot be split .* leaves 1/0/6"):
         make(tmp_path, val_fraction=0.2)
+
+
+def test_auto_reads_the_format_whose_train_and_test_files_both_exist(tmp_path, caplog):
+    """aeon ships <Name>_TRAIN.tsv beside <Name>_TRAIN.ts and <Name>_TEST.ts: auto takes the .ts pair."""
+    header = "@problemName Shipped\n@univariate true\n@equalLength true\n@classLabel true 1 2\n@data\n"
+    write_ts(tmp_path, "Shipped", header + "1,2,3:1\n4,5,6:2\n7,8,9:1\n3,2,1:2\n", header + "1,1,1:2\n")
+    (tmp_path / "Shipped" / "Shipped_TRAIN.tsv").write_text("1\t9\t9\n2\t8\t8\n")
+    with caplog.at_level("INFO", logger="seqae.data.ucr"):
+        dm = make(tmp_path, "Shipped", val_fraction=0.25)
+    assert "Shipped_TRAIN.ts and Shipped_TEST.ts" in caplog.text  # the choice is said
+    assert dm.split_data("train").x.shape == (4, 3, 1)  # the .ts values, not the .tsv's
+    assert dm.split_data("test").x[0, :, 0].tolist() == [1, 1, 1]
+
+
+def test_ts_comments_and_time_stamps_as_the_archive_writes_them(tmp_path):
+    """The aeon wheel's UnitTest files open with '%' comments; UnitTestTimeStamps has (time,value) pairs."""
+    header = "%# a cut-down problem\n%\n@problemName Stamped\n@timeStamps true\n@univariate false\n@classLabel true 1 2\n@data\n"
+    stamped = "(2007-01-01 00:00:00,1.5),(2007-01-01 00:01:00,2.5):(2007-01-01 00:00:00,3),(2007-01-01 00:01:00,4):{}\n"
+    cases = "".join(stamped.format(label) for label in (1, 2, 1, 2, 1))
+    write_ts(tmp_path, "Stamped", header + cases, header + stamped.format(2))
+    dm = make(tmp_path, "Stamped", val_fraction=0.2)
+    train = dm.split_data("train")
+    assert train.x.shape == (5, 2, 2) and train.labels.tolist() == [0, 1, 0, 1, 0]
+    assert train.x[0].tolist() == [[1.5, 3.0], [2.5, 4.0]]  # values in file order, times dropped

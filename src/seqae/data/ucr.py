@@ -11,6 +11,8 @@ pin numpy/pandas versions that the rest of seqae does not need.
 
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,11 @@ import torch
 
 from seqae.data.datamodule import DataError, SequenceData, SequenceDataModule, label_ids
 
+log = logging.getLogger(__name__)
+
 FORMATS = ("auto", "tsv", "ts")
+# One (timestamp, value) pair of a time-stamped .ts file; the value is the second field.
+TIMESTAMPED_VALUE = re.compile(r"\(([^(),]*),([^()]*)\)")
 
 
 class UCRDataModule(SequenceDataModule):
@@ -71,17 +77,23 @@ class UCRDataModule(SequenceDataModule):
             hint = f" (did you mean data.name={near[0]}? names are case-sensitive)" if near else ""
             raise FileNotFoundError(f"data.name={self.dataset}: no folder {folder}{hint}.")
         formats = ("tsv", "ts") if self.format == "auto" else (self.format,)
-        for fmt in formats:
-            files = {s: folder / f"{self.dataset}_{s.upper()}.{fmt}" for s in ("train", "test")}
-            if files["train"].is_file() or files["test"].is_file():
-                for path in files.values():
-                    if not path.is_file():
-                        raise FileNotFoundError(
-                            f"{path}: no such file; a data set needs both _TRAIN and _TEST."
-                        )
+        candidates = {
+            fmt: {s: folder / f"{self.dataset}_{s.upper()}.{fmt}" for s in ("train", "test")}
+            for fmt in formats
+        }
+        # A format counts only when both of its files are there: aeon ships <Name>_TRAIN.tsv beside
+        # <Name>_TRAIN.ts and <Name>_TEST.ts, and that .tsv alone is no data set.
+        for files in candidates.values():
+            if all(path.is_file() for path in files.values()):
+                if self.format == "auto":
+                    log.info("data.format=auto: reading %s and %s.", files["train"], files["test"].name)
                 return files
+        present = [p.name for files in candidates.values() for p in files.values() if p.is_file()]
         expected = " or ".join(f"{self.dataset}_TRAIN.{f} and {self.dataset}_TEST.{f}" for f in formats)
-        raise FileNotFoundError(f"{folder}: expected {expected} in it.")
+        found = f"; it holds only {', '.join(present)}" if present else ""
+        raise FileNotFoundError(
+            f"{folder}: expected {expected} in it{found}. A data set needs both its _TRAIN and _TEST file."
+        )
 
 
 def read_tsv(path: Path) -> tuple[list[np.ndarray], list[str], None]:
@@ -104,6 +116,9 @@ def read_tsv(path: Path) -> tuple[list[np.ndarray], list[str], None]:
 def read_ts(path: Path) -> tuple[list[np.ndarray], list[str] | None, list[str] | None]:
     """A ``.ts`` file: ``@`` header lines, then ``@data`` and one case per line, its dimensions
     separated by ``:`` and each a comma-separated list (``?`` = missing), the class label last.
+    Lines starting with ``#`` or ``%`` are comments. With ``@timeStamps true`` each value is a
+    ``(timestamp,value)`` pair; the values are read in file order and the timestamps ignored, so
+    the series is taken as regularly sampled. A ``@targetLabel`` (regression) file has no classes.
     Returns (sequences [T_i, F], labels or None, the class names the header declares or None).
     """
     header: dict[str, str] = {}
@@ -113,7 +128,7 @@ def read_ts(path: Path) -> tuple[list[np.ndarray], list[str] | None, list[str] |
         for number, raw in enumerate(file, start=1):
             line = raw.strip()
             where = f"{path}, line {number}"
-            if not line or line.startswith("#"):
+            if not line or line.startswith(("#", "%")):
                 continue
             if "data" not in header:
                 if not line.startswith("@"):
@@ -125,15 +140,16 @@ def read_ts(path: Path) -> tuple[list[np.ndarray], list[str] | None, list[str] |
                 continue
             has_label = header.get("classlabel", "false").split(" ")[0].lower() == "true"
             has_target = header.get("targetlabel", "false").lower() == "true"
-            if header.get("timestamps", "false").lower() == "true" or "(" in line:
-                raise DataError(
-                    f"{where}: time-stamped values are not supported; expected plain comma-separated values."
-                )
-            fields = line.split(":")
-            if has_label or has_target:
-                *fields, label = fields
-                if has_label:
-                    labels.append(label.strip())
+            if "(" in line:  # time-stamped: the label follows the last pair's ')'
+                body, _, label = line.rpartition(")")
+                dims_text = re.split(r"(?<=\)):", body + ")")  # timestamps hold ':' themselves
+                fields = [",".join(v for _, v in TIMESTAMPED_VALUE.findall(d)) for d in dims_text]
+                label = label.lstrip(":")
+            else:
+                fields = line.split(":")
+                label = fields.pop() if has_label or has_target else ""
+            if has_label:
+                labels.append(label.strip())
             if dims is None:
                 declared_dims = header.get("dimensions", header.get("dimension", ""))
                 dims = int(declared_dims) if declared_dims.isdigit() else len(fields)
