@@ -12,7 +12,16 @@ from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from seqae.data import SequenceData, SequenceDataModule, SinesDataModule
-from seqae.evaluation import anomaly_auroc, evaluate, probe_accuracies, reconstruction_errors
+from seqae.evaluation import (
+    SVM_C_GRID,
+    anomaly_auroc,
+    evaluate,
+    probe_accuracies,
+    raw_knn_accuracy,
+    reconstruction_errors,
+    resample,
+    svm_accuracy,
+)
 from seqae.model import SequenceAutoencoder
 from seqae.train import train
 from tests.conftest import quiet_trainer
@@ -39,9 +48,18 @@ def trained_on_sines():
 def test_linear_probe_and_1nn_on_separable_classes_are_far_above_chance(trained_on_sines):
     model, dm, _ = trained_on_sines
     results = evaluate(model, dm)
-    assert set(results) == {"eval/mse", "eval/mae", "eval/probe_accuracy", "eval/knn_accuracy"}
+    assert set(results) == {
+        "eval/mse",
+        "eval/mae",
+        "eval/explained_variance",
+        "eval/probe_accuracy",
+        "eval/svm_accuracy",
+        "eval/knn_accuracy",
+        "eval/raw_knn_accuracy",
+    }
     assert results["eval/probe_accuracy"] > 0.8  # chance: 0.25
-    assert results["eval/knn_accuracy"] > 0.7
+    assert results["eval/knn_accuracy"] > 0.7 and results["eval/svm_accuracy"] > 0.7
+    assert results["eval/raw_knn_accuracy"] > 0.7  # the frequency bands are plain in the raw series too
 
 
 def test_the_probe_learns_nothing_from_shuffled_labels(trained_on_sines):
@@ -78,8 +96,13 @@ def test_reconstruction_metrics_count_valid_steps_only():
     model, trainer = fit(dm, epochs=1, hidden_size=4)
     logged = trainer.test(model, datamodule=dm, verbose=False)[0]
     results = evaluate(model, dm)
-    assert set(results) == {"eval/mse", "eval/mae"}  # no labels: no probe
+    assert set(results) == {"eval/mse", "eval/mae", "eval/explained_variance"}  # no labels: no probe
     assert results["eval/mse"] == pytest.approx(logged["test/mse"], rel=1e-5)
+    test = dm.split_data("test")
+    valid = (test.x - model.norm_loc) / model.norm_scale
+    valid = valid[torch.arange(valid.shape[1]) < test.lengths[:, None]]  # [steps, F]: padding left out
+    variance = valid.double().var(0, unbiased=False).mean().item()
+    assert results["eval/explained_variance"] == pytest.approx(1 - results["eval/mse"] / variance, rel=1e-6)
     assert results["eval/mae"] == pytest.approx(logged["test/mae"], rel=1e-5)
 
 
@@ -128,6 +151,60 @@ def test_anomaly_label_needs_labels_and_both_kinds_of_sequence():
     assert anomaly_auroc(np.array([0.1, 0.9, 0.2, 0.8]), np.array([0, 1, 0, 1])) == 1.0
 
 
+def test_svm_protocol_searches_c_by_cross_validation_or_takes_a_hard_margin(monkeypatch):
+    """TS2Vec's rule: a 5-fold search over C, except under 50 training codes or 5 per class."""
+    import sklearn.model_selection
+    import sklearn.svm
+
+    fitted = []
+    real_svc = sklearn.svm.SVC
+
+    class RecordingSVC(real_svc):
+        def fit(self, x, y, sample_weight=None):
+            fitted.append((self.C, len(x)))
+            return super().fit(x, y, sample_weight)
+
+    monkeypatch.setattr(sklearn.svm, "SVC", RecordingSVC)
+    rng = np.random.default_rng(0)
+
+    def blobs(n: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = np.arange(n) % 2
+        return rng.normal(size=(n, 4)) + 3.0 * labels[:, None], labels
+
+    small, small_labels = blobs(20)
+    test, test_labels = blobs(40)
+    assert svm_accuracy(small, small_labels, test, test_labels) > 0.9
+    assert fitted == [(np.inf, 20)]  # hard margin, no search
+    fitted.clear()
+    large, large_labels = blobs(60)
+    assert svm_accuracy(large, large_labels, test, test_labels) > 0.9
+    searched = {c for c, n in fitted if n == 48}  # 4/5 of 60 in each fold
+    assert searched == set(SVM_C_GRID) and fitted[-1][1] == 60  # refit on all 60 with the best C
+
+
+def test_raw_knn_resamples_variable_lengths_to_compare_every_pair():
+    """Two classes of the same shape at two speeds: stretched to one length, 1-NN tells them apart."""
+
+    class Speeds(SequenceDataModule):
+        def load(self) -> dict[str, SequenceData]:
+            parts = {}
+            for split, n in (("train", 12), ("test", 8)):
+                lengths = torch.tensor([10 + (i % 3) for i in range(n)])
+                labels = torch.arange(n) % 2
+                x = torch.zeros(n, 12, 1)
+                for i in range(n):
+                    t = torch.linspace(0, 1, int(lengths[i]))
+                    x[i, : lengths[i], 0] = torch.sin((2 + 3 * labels[i]) * 3.1416 * t)
+                parts[split] = SequenceData(x, lengths, labels)
+            return parts
+
+    dm = Speeds(batch_size=4, val_fraction=0.25)
+    dm.setup()
+    model = SequenceAutoencoder(1, hidden_size=4)
+    assert raw_knn_accuracy(model, dm) == 1.0
+    assert resample(torch.tensor([[0.0], [2.0]]), 3).flatten().tolist() == [0.0, 1.0, 2.0]
+
+
 # -- train.py evaluate_after_train ---------------------------------------------------------------
 def test_training_can_evaluate_its_best_checkpoint(tiny_cfg, tmp_path):
     metrics = train(
@@ -136,7 +213,14 @@ def test_training_can_evaluate_its_best_checkpoint(tiny_cfg, tmp_path):
     run = tmp_path / "run"
     on_disk = json.loads((run / "eval.json").read_text())
     assert on_disk["ckpt"] == str(run / "checkpoints" / "best.ckpt")
-    for key in ("eval/mse", "eval/mae", "eval/probe_accuracy", "eval/knn_accuracy", "eval/auroc"):
+    for key in (
+        "eval/mse",
+        "eval/mae",
+        "eval/probe_accuracy",
+        "eval/svm_accuracy",
+        "eval/raw_knn_accuracy",
+        "eval/auroc",
+    ):
         assert on_disk[key] == pytest.approx(metrics[key])
     assert (
         json.loads((run / "metrics.json").read_text())["eval/probe_accuracy"]
@@ -148,11 +232,17 @@ def test_training_can_evaluate_its_best_checkpoint(tiny_cfg, tmp_path):
     content = acc.PluginTagToContent("hparams")
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
     columns = {m.name.tag for m in experiment.metric_infos}
-    assert {"hp/val_loss_best", "eval/probe_accuracy", "eval/knn_accuracy", "eval/auroc"} <= columns
+    assert {
+        "hp/val_loss_best",
+        "eval/probe_accuracy",
+        "eval/svm_accuracy",
+        "eval/raw_knn_accuracy",
+        "eval/auroc",
+    } <= columns
     assert acc.Scalars("eval/probe_accuracy")[-1].value == pytest.approx(metrics["eval/probe_accuracy"])
 
 
 def test_without_evaluate_after_train_there_is_no_eval(tiny_cfg, tmp_path):
-    metrics = train(tiny_cfg("debug=limit", "trainer.max_epochs=1"))
+    metrics = train(tiny_cfg("debug=limit"))
     assert not any(k.startswith("eval/") for k in metrics)
     assert not (tmp_path / "run" / "eval.json").exists()

@@ -1,9 +1,19 @@
-"""What the codes are worth downstream: reconstruction error, a linear probe, 1-NN, anomaly AUROC.
+"""What the codes are worth downstream: reconstruction error, a linear probe, an SVM, 1-NN, anomaly AUROC.
 
-Reconstruction is scored in the model's normalised units, like ``test/mse``. The probe and the
-1-NN classifier fit on the codes of one split (``train``) and are scored on another (``test``);
-both see the codes standardised with the training codes' statistics. scikit-learn is imported
-only when a probe runs.
+Reconstruction is scored in the model's normalised units, like ``test/mse``. The classifiers fit on
+the codes of one split (``train``; for archive data the whole official TRAIN file) and are scored
+on another (``test``); the autoencoder itself never sees a label.
+
+- ``eval/probe_accuracy``: logistic regression on the codes standardised with the training codes'
+  statistics (the main figure);
+- ``eval/svm_accuracy``: TS2Vec's protocol (Yue et al. 2022, ``tasks/_eval_protocols.py``), an RBF
+  ``SVC`` whose C is chosen by 5-fold cross-validation, or a hard margin (``C=inf``) when the
+  training split has fewer than 50 sequences or fewer than 5 per class;
+- ``eval/knn_accuracy``: 1-NN (Euclidean) on the standardised codes;
+- ``eval/raw_knn_accuracy``: 1-NN (Euclidean) on the input series themselves, normalised as the
+  model sees them: whether the codes beat the data they came from.
+
+scikit-learn is imported only when a classifier runs.
 """
 
 from __future__ import annotations
@@ -23,8 +33,8 @@ from seqae.model import SequenceAutoencoder
 
 log = logging.getLogger(__name__)
 
-# The metrics evaluate() can return; train.py shows them as HPARAMS columns.
-EVAL_METRICS = ("eval/mse", "eval/mae", "eval/probe_accuracy", "eval/knn_accuracy", "eval/auroc")
+# The C values TS2Vec's SVM protocol searches (and T-Loss's before it).
+SVM_C_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4, np.inf)
 
 
 def evaluate(
@@ -44,10 +54,16 @@ def evaluate(
             )
     errors, mse, mae = reconstruction_errors(model, datamodule, test_split)
     results = {"eval/mse": mse, "eval/mae": mae}
+    variance = split_variance(model, datamodule, test_split)
+    if variance > 0:  # 1: a perfect reconstruction; 0: no better than each feature's mean
+        results["eval/explained_variance"] = 1.0 - mse / variance
     test_codes, test_labels = encode_split(model, datamodule, test_split)
     if test_labels is not None:
         train_codes, train_labels = encode_split(model, datamodule, train_split)
         results.update(probe_accuracies(train_codes, train_labels, test_codes, test_labels, probe_max_iter))
+        if "eval/probe_accuracy" in results:
+            results["eval/svm_accuracy"] = svm_accuracy(train_codes, train_labels, test_codes, test_labels)
+            results["eval/raw_knn_accuracy"] = raw_knn_accuracy(model, datamodule, train_split, test_split)
     else:
         log.info("The data has no labels: no linear probe or 1-NN accuracy.")
     if anomaly_label is not None:
@@ -94,6 +110,21 @@ def reconstruction_errors(
     return per_sequence, sq_sum / count, abs_sum / count
 
 
+def split_variance(model: SequenceAutoencoder, datamodule: SequenceDataModule, split: str = "test") -> float:
+    """The variance of ``split``'s valid steps in the model's normalised units, per feature and then
+    averaged over features: what an MSE is measured against."""
+    loc, scale = model.norm_loc.cpu().double(), model.norm_scale.cpu().double()
+    count, total, squares = 0, 0.0, 0.0
+    for x, lengths in datamodule.split_data(split).chunks():
+        x = (x.double() - loc) / scale
+        x = x[steps_mask(lengths, x.shape[1])] if lengths is not None else x.reshape(-1, x.shape[-1])
+        count, total, squares = count + len(x), total + x.sum(0), squares + (x**2).sum(0)
+    if count < 2:
+        return 0.0
+    mean = total / count
+    return float((squares / count - mean**2).mean())
+
+
 def probe_accuracies(
     train_codes: np.ndarray,
     train_labels: np.ndarray,
@@ -125,6 +156,84 @@ def probe_accuracies(
         "eval/probe_accuracy": float(probe.score(test_z, test_labels)),
         "eval/knn_accuracy": float(knn.score(test_z, test_labels)),
     }
+
+
+def svm_accuracy(
+    train_codes: np.ndarray,
+    train_labels: np.ndarray,
+    test_codes: np.ndarray,
+    test_labels: np.ndarray,
+    max_samples: int = 10_000,
+    seed: int = 0,
+) -> float:
+    """Test accuracy of TS2Vec's SVM protocol on the codes as they are (not standardised).
+
+    An RBF ``SVC(gamma="scale")``; C from ``SVM_C_GRID`` by 5-fold cross-validation, except with
+    fewer than 50 training codes or fewer than 5 per class on average, where it is a hard margin
+    (``C=inf``), as in TS2Vec. More than ``max_samples`` training codes are subsampled (stratified).
+    """
+    from sklearn.model_selection import GridSearchCV, train_test_split
+    from sklearn.svm import SVC
+
+    classes = len(np.unique(train_labels))
+    if len(train_labels) // classes < 5 or len(train_labels) < 50:
+        svm = SVC(C=np.inf, gamma="scale").fit(train_codes, train_labels)
+        return float(svm.score(test_codes, test_labels))
+    if len(train_labels) > max_samples:
+        train_codes, _, train_labels, _ = train_test_split(
+            train_codes, train_labels, train_size=max_samples, random_state=seed, stratify=train_labels
+        )
+    with warnings.catch_warnings():  # a class with fewer than 5 members: sklearn warns, and copes
+        warnings.simplefilter("ignore", UserWarning)
+        search = GridSearchCV(SVC(gamma="scale"), {"C": list(SVM_C_GRID)}, cv=5).fit(
+            train_codes, train_labels
+        )
+    return float(search.score(test_codes, test_labels))
+
+
+def raw_knn_accuracy(
+    model: SequenceAutoencoder,
+    datamodule: SequenceDataModule,
+    train_split: str = "train",
+    test_split: str = "test",
+) -> float:
+    """1-NN (Euclidean) accuracy on the series themselves, normalised as the model normalises them.
+
+    Variable-length series are first resampled (linear interpolation) to the longest training
+    length, so that every pair has a distance.
+    """
+    from sklearn.neighbors import KNeighborsClassifier
+
+    train, test = datamodule.split_data(train_split), datamodule.split_data(test_split)
+    length = int(train.lengths.max()) if train.lengths is not None else train.x.shape[1]
+    loc, scale = model.norm_loc.cpu().double(), model.norm_scale.cpu().double()
+
+    def flat(data: Any) -> np.ndarray:
+        rows = []
+        for x, lengths in data.chunks():
+            x = (x.double() - loc) / scale
+            if lengths is None and x.shape[1] == length:
+                rows.append(x.flatten(1))
+                continue
+            lengths = lengths if lengths is not None else torch.full((len(x),), x.shape[1])
+            rows.extend(
+                resample(s[: int(n)], length).flatten()[None] for s, n in zip(x, lengths, strict=True)
+            )
+        return torch.cat(rows).numpy()
+
+    knn = KNeighborsClassifier(n_neighbors=1).fit(flat(train), train.labels.numpy())
+    return float(knn.score(flat(test), test.labels.numpy()))
+
+
+def resample(series: torch.Tensor, length: int) -> torch.Tensor:
+    """A series ``[T, F]`` linearly interpolated to ``[length, F]``."""
+    if len(series) == length:
+        return series
+    if len(series) == 1:
+        return series.expand(length, -1)
+    return torch.nn.functional.interpolate(series.T[None], size=length, mode="linear", align_corners=True)[
+        0
+    ].T
 
 
 def anomaly_auroc(errors: np.ndarray, anomalous: np.ndarray) -> float:

@@ -22,17 +22,18 @@ from omegaconf import DictConfig
 log = logging.getLogger(__name__)
 
 # Metric columns, in this order; any other test/* and eval/* metric follows them.
-METRIC_COLUMNS = (
-    "val/loss_best",
-    "test/loss",
-    "test/mse",
-    "test/mae",
+# The metrics seqae.evaluation.evaluate() can return (kept here, where no torch is imported).
+EVAL_METRICS = (
     "eval/mse",
     "eval/mae",
+    "eval/explained_variance",
     "eval/probe_accuracy",
+    "eval/svm_accuracy",
     "eval/knn_accuracy",
+    "eval/raw_knn_accuracy",
     "eval/auroc",
 )
+METRIC_COLUMNS = ("val/loss_best", "test/loss", "test/mse", "test/mae", *EVAL_METRICS)
 
 
 def collect(

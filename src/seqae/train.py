@@ -146,7 +146,7 @@ def hparam_metrics(cfg: DictConfig) -> tuple[str, ...]:
     """The HPARAMS tab's metric columns: the eval metrics too when the run evaluates its codes."""
     if not cfg.get("evaluate_after_train"):
         return HPARAM_METRICS
-    from seqae.evaluation import EVAL_METRICS
+    from seqae.summary import EVAL_METRICS
 
     has_auroc = cfg.get("eval") and cfg.eval.get("anomaly_label") is not None
     return HPARAM_METRICS + tuple(m for m in EVAL_METRICS if m != "eval/auroc" or has_auroc)
