@@ -222,8 +222,8 @@ def device_and_precision(cfg) -> tuple[torch.device, str]:
 
 
 class PlainLoop:
-    """The hand-written loop: shuffle, slice, forward, MSE, backward, clip, Adam; a validation pass and
-    a scheduler step per epoch. The data sits on the device from the start; mixed precision is
+    """The hand-written loop: shuffle, slice, forward, MSE, backward, clip, Adam, a cosine scheduler
+    step; a validation pass per epoch. The data sits on the device from the start; mixed precision is
     autocast (and, for 16-mixed, a GradScaler), as the PyTorch AMP recipe writes it. It runs one
     epoch per ``run_epoch`` call, so the benchmark can run its epochs between seqae's."""
 
@@ -235,9 +235,8 @@ class PlainLoop:
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=cfg.model.lr, weight_decay=cfg.model.weight_decay
         )
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            self.optimizer, T_max=cfg.trainer.max_epochs
-        )
+        steps = cfg.trainer.max_epochs * math.ceil(len(x_train) / self.batch)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=steps)
         self.clip = cfg.model.get("gradient_clip_val") or cfg.trainer.get("gradient_clip_val")
         dtype = AUTOCAST_DTYPES[precision]
         self.autocast = partial(torch.autocast, device.type, dtype=dtype) if dtype else contextlib.nullcontext
@@ -268,6 +267,7 @@ class PlainLoop:
                     nn.utils.clip_grad_norm_(model.parameters(), clip)
                 scaler.step(optimizer)
                 scaler.update()
+            self.scheduler.step()
             self.step += 1
             if self.step % self.log_every == 0:
                 loss.item()  # a hand-written loop looks at its loss now and then
@@ -277,7 +277,6 @@ class PlainLoop:
         with torch.no_grad(), self.autocast():
             for xb in self.x_val.split(self.batch):
                 nn.functional.mse_loss(model(xb).float(), xb).item()
-        self.scheduler.step()
         self.stamps.end_cycle(epoch)
 
 
@@ -354,11 +353,23 @@ def seqae_fit(cfg, run_dir: Path) -> Stamps:
     return StepTimer.last.stamps
 
 
+def epoch_budget(epochs: int) -> list[str]:
+    """The sides take turns an epoch at a time, so seqae runs a budget of whole epochs here, each
+    validated on the whole validation split at its end, as the plain loop does."""
+    return [
+        "trainer.max_steps=-1",
+        f"trainer.max_epochs={epochs}",
+        "trainer.check_val_every_n_epoch=1",
+        "trainer.val_check_interval=1.0",
+        "trainer.limit_val_batches=1.0",
+    ]
+
+
 def fit_config(size: Size, threads: int, workdir: Path, extra: list[str]):
     from omegaconf import open_dict
 
     cfg = compose_train_config(
-        [*size.overrides(), f"trainer.max_epochs={size.epochs}", f"threads={threads}", "test=false", *extra],
+        [*size.overrides(), *epoch_budget(size.epochs), f"threads={threads}", "test=false", *extra],
         workdir / "round",
     )
     with open_dict(cfg):
@@ -605,12 +616,12 @@ def _gemm_gflops(m: int, k: int, n: int, min_time: float, device: torch.device) 
 
 
 # -- start-up --------------------------------------------------------------------------------
-# One short epoch (trainer.max_steps=1 would stop before validation, and early stopping then
-# fails for want of val/loss), so the run also exits quickly after the stamp we want.
+# Two steps and one validation (without one, early stopping would wait for val/loss in vain), so
+# the run also exits quickly after the stamp we want.
 STARTUP_OVERRIDES = [
-    "trainer.max_epochs=1",
-    "++trainer.limit_train_batches=2",
-    "++trainer.limit_val_batches=1",
+    "trainer.max_steps=2",
+    "trainer.val_check_interval=2",
+    "trainer.limit_val_batches=1",
     "test=false",
 ]
 

@@ -25,7 +25,8 @@ TINY = [
     "data.num_features=3",
     "data.batch_size=16",
     "model.hidden_size=8",
-    "trainer.max_epochs=2",
+    "trainer.max_steps=8",
+    "trainer.val_check_interval=4",
     "trainer.accelerator=cpu",
     "++callbacks.progress_bar.refresh_rate=0",  # ++: also fine with callbacks=none
 ]

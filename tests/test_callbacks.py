@@ -40,7 +40,7 @@ def fit_and_test(tmp_path: Path, callbacks: list[L.Callback], logger, max_epochs
 def test_codes_land_in_the_projector_with_labels_and_errors_in_a_histogram(tmp_path):
     logger = TensorBoardLogger(tmp_path, name="tb", version="", default_hp_metric=False)
     callbacks = [
-        ReconstructionPlot(every_n_epochs=1),
+        ReconstructionPlot(every_n_validations=1),
         EmbeddingProjector(split="val"),
         SequenceErrorHistogram(),
     ]

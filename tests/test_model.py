@@ -144,7 +144,7 @@ def test_pinned_loss_of_the_default_model(tmp_path):
     assert loss == pytest.approx(PINNED_VAL_LOSS, rel=1e-4)
 
 
-PINNED_VAL_LOSS = 0.93328243  # measured with torch 2.13.0 CPU
+PINNED_VAL_LOSS = 0.94544524  # measured with torch 2.13.0 CPU
 
 
 def loss_scaled_float32(subclass: bool) -> MixedPrecision:

@@ -27,7 +27,9 @@ def test_task_writes_metrics_checkpoints_and_the_best_checkpoint_reproduces_test
     assert {"val/loss_best", "test/loss", "test/mse", "test/mae"} <= set(on_disk)
     assert (run / "checkpoints" / "best.ckpt").exists() and (run / "checkpoints" / "last.ckpt").exists()
     last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert last["epoch"] == cfg.trainer.max_epochs - 1  # refreshed every epoch, not only on improvement
+    assert (
+        last["global_step"] == cfg.trainer.max_steps
+    )  # refreshed at every validation, not only on improvement
 
     import lightning as L
     from hydra.utils import instantiate
@@ -40,10 +42,10 @@ def test_task_writes_metrics_checkpoints_and_the_best_checkpoint_reproduces_test
 
 
 def test_a_fresh_run_never_overwrites_an_earlier_one(tiny_cfg, tmp_path):
-    train(tiny_cfg("debug=limit", "trainer.max_epochs=1"))
+    train(tiny_cfg("debug=limit"))
     before = (tmp_path / "run" / "metrics.json").read_bytes()
     with pytest.raises(FileExistsError, match="already holds an earlier run"):
-        train(tiny_cfg("debug=limit", "trainer.max_epochs=1"))
+        train(tiny_cfg("debug=limit"))
     assert (tmp_path / "run" / "metrics.json").read_bytes() == before
 
 
@@ -60,21 +62,20 @@ class PoisonWeightsAt(L.Callback):
 
 
 def test_a_non_finite_loss_stops_the_run_naming_step_epoch_and_culprit(tiny_cfg, tmp_path):
-    # 64 sequences -> 3 batches of 16 per epoch: step 4 is in epoch 1, after epoch 0's last.ckpt
+    # TINY validates (and writes last.ckpt) every 4 steps: step 4 comes right after the first one
     cfg = tiny_cfg(
-        "trainer.max_epochs=3",
         "+callbacks.poison._target_=tests.test_train.PoisonWeightsAt",
         "+callbacks.poison.step=4",
     )
     with pytest.raises(FloatingPointError) as error:
         train(cfg)
     message = str(error.value)
-    assert "epoch 1, global step 4" in message
+    assert "global step 4" in message
     assert "encoder.lstm.weight_ih_l0" in message and "trainer.detect_anomaly=true" in message
     run = tmp_path / "run"
     assert not (run / "metrics.json").exists()
     last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert last["epoch"] == 0 and all(torch.isfinite(t).all() for t in last["state_dict"].values())
+    assert last["global_step"] == 4 and all(torch.isfinite(t).all() for t in last["state_dict"].values())
 
 
 def test_metrics_json_is_replaced_atomically(tmp_path, monkeypatch):

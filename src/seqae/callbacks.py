@@ -16,25 +16,24 @@ def tensorboard_writer(trainer: L.Trainer):
 
 
 class ReconstructionPlot(L.Callback):
-    """Every ``every_n_epochs`` validation epochs, plot a few validation sequences (solid) against
-    their reconstructions (dashed), in original units and order, as the image ``val/reconstruction``.
+    """At the first validation of a fit and every ``every_n_validations`` after it, plot a few
+    validation sequences (solid) against their reconstructions (dashed), in original units and
+    order, as the image ``val/reconstruction``.
     """
 
-    def __init__(self, every_n_epochs: int = 5, num_sequences: int = 4, num_channels: int = 3) -> None:
-        self.every_n_epochs, self.num_sequences, self.num_channels = (
-            every_n_epochs,
+    def __init__(self, every_n_validations: int = 5, num_sequences: int = 4, num_channels: int = 3) -> None:
+        self.every_n_validations, self.num_sequences, self.num_channels = (
+            every_n_validations,
             num_sequences,
             num_channels,
         )
+        self.validations = 0
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        epoch = trainer.current_epoch
-        last = trainer.max_epochs is not None and epoch == trainer.max_epochs - 1
-        if (
-            trainer.sanity_checking
-            or not trainer.is_global_zero
-            or not (epoch % self.every_n_epochs == 0 or last)
-        ):
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        self.validations += 1
+        if not trainer.is_global_zero or (self.validations - 1) % self.every_n_validations:
             return
         writer = tensorboard_writer(trainer)
         if writer is None:

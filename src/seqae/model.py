@@ -26,6 +26,11 @@ SCHEDULERS = (None, "plateau", "cosine")
 # Lightning says so on every fit.
 warnings.filterwarnings("ignore", message="Found `dataloader_iter` argument in the `training_step`")
 warnings.filterwarnings("ignore", message="You are using the `dataloader_iter` step flavor")
+# Under automatic optimization Lightning offers the plateau scheduler every step, before the first
+# validation too; the model steps it on each validation itself (lr_scheduler_step).
+warnings.filterwarnings(
+    "ignore", message="ReduceLROnPlateau conditioned on metric val/loss which is not available"
+)
 
 
 class SequenceAutoencoder(L.LightningModule):
@@ -155,6 +160,9 @@ class SequenceAutoencoder(L.LightningModule):
         # What the optimizer steps is what is clipped; self.parameters() would walk every submodule
         # (the torchmetrics ones too) on each step, 30 us of a small model's 4 ms step.
         params = [p for group in optimizer.param_groups for p in group["params"]]
+        scheduler = self.lr_schedulers()
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler = None  # stepped after each validation
         steps = min(self.hparams.steps_per_call, steps_until_lightning_acts(trainer))
         # The call's batches are fetched back to back (the epoch's last call gets what is left): the
         # loader's Python code then stays in the CPU's caches, and a fetch costs about half of what
@@ -188,6 +196,8 @@ class SequenceAutoencoder(L.LightningModule):
                 else:  # clips in on_before_optimizer_step, once 16-mixed's scaler has unscaled the gradients
                     self.manual_backward(loss)
                     optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
                 group_losses.append(loss.detach())
                 sequences += target.shape[0]
             # One look at the losses per group (the whole call, unless its batches are large), not
@@ -229,14 +239,10 @@ class SequenceAutoencoder(L.LightningModule):
         if not self.automatic_optimization and (clip := self.hparams.gradient_clip_val):
             self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
 
-    def on_train_epoch_end(self) -> None:
-        # Lightning steps schedulers only under automatic optimization; the fast path steps its own.
-        if self.automatic_optimization or (scheduler := self.lr_schedulers()) is None:
-            return
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            if "val/loss" in self.trainer.callback_metrics:
-                scheduler.step(self.trainer.callback_metrics["val/loss"])
-        else:
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        # Automatic optimization: Lightning calls this after every step. The plateau scheduler is
+        # stepped on each validation's val/loss instead (on_validation_epoch_end), as on the fast path.
+        if not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             scheduler.step()
 
     def _non_finite_report(
@@ -306,7 +312,11 @@ class SequenceAutoencoder(L.LightningModule):
         self._log_metrics("val")
         if self.trainer.sanity_checking or self.trainer.state.fn != "fit":
             return  # the best is over the epochs of a fit, not a sanity check or a lone validate()
-        self.val_loss_best(self.trainer.callback_metrics["val/loss"])
+        val_loss = self.trainer.callback_metrics["val/loss"]
+        scheduler = self.lr_schedulers()
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step(val_loss)
+        self.val_loss_best(val_loss)
         best = self.val_loss_best.compute()
         self.log("val/loss_best", best, sync_dist=True)
         self.log("hp/val_loss_best", best, sync_dist=True)
@@ -324,16 +334,14 @@ class SequenceAutoencoder(L.LightningModule):
         optimizer = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
         if hp.scheduler is None:
             return optimizer
-        if hp.scheduler == "plateau":
+        if hp.scheduler == "plateau":  # stepped after each validation, on val/loss
             scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=3)
-            if not self.automatic_optimization:  # on_train_epoch_end steps it on val/loss
-                return {"optimizer": optimizer, "lr_scheduler": scheduler}
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"}}
-        max_epochs = (
-            self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 100
-        )
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max_epochs)
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+            monitor = {"monitor": "val/loss", "strict": False} if self.automatic_optimization else {}
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, **monitor}}
+        # Cosine decay over the run's optimizer steps (trainer.max_steps, or max_epochs of batches).
+        steps = self.trainer.estimated_stepping_batches
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, int(steps)))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 def steps_until_lightning_acts(trainer: L.Trainer) -> int | float:

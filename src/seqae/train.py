@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
+from seqae.budget import describe_budget
 from seqae.checkpoints import check_matches, read_checkpoint
 from seqae.scale import check_precision, ddp_job_in_multirun, run_ddp_job
 
@@ -30,6 +32,7 @@ HPARAM_METRICS = ("hp/val_loss_best", "test/loss", "test/mse", "test/mae")
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train and test one model; returns the flat metrics that also land in ``metrics.json``."""
+    started = time.monotonic()
     output_dir = Path(cfg.paths.output_dir)
     if cfg.get("skip_finished") and (output_dir / "metrics.json").is_file():
         log.info("Skipping %s: it already holds metrics.json (skip_finished=true).", output_dir)
@@ -61,6 +64,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     callbacks, loggers = instantiate_each(cfg.get("callbacks")), instantiate_each(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     check_precision(trainer, cfg.trainer.get("precision"))
+    budget, warning = describe_budget(trainer, len(datamodule.splits["train"]), datamodule.batch_size)
+    if trainer.is_global_zero:
+        log.info(budget)
+        if warning:
+            log.warning(warning)
     log_hyperparameters(trainer, cfg)
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -82,7 +90,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics = {
         k: v for k, v in sorted(metrics.items()) if k.split("/")[0] in ("train", "val", "test", "eval")
     }
-    metrics.update(epochs=trainer.current_epoch, steps=trainer.global_step, **config_choices())
+    seconds = round(time.monotonic() - started, 1)  # this process's: a resumed run counts its own part
+    metrics.update(
+        epochs=trainer.current_epoch, steps=trainer.global_step, seconds=seconds, **config_choices()
+    )
     if trainer.is_global_zero:
         write_json_atomically(output_dir / "metrics.json", metrics)
         log.info("Metrics: %s", json.dumps(metrics))

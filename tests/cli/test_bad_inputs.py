@@ -21,7 +21,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 def earlier(tmp_path_factory) -> Path:
     """A finished run that no bad command may touch."""
     run = tmp_path_factory.mktemp("earlier") / "run"
-    proc = run_cli(*TINY, "trainer.max_epochs=1", f"hydra.run.dir={run}")
+    proc = run_cli(*TINY, f"hydra.run.dir={run}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run
 
@@ -44,6 +44,11 @@ CASES = [
     ("wrong type", ["data.batch_size=abc"], ["data.batch_size", "abc"]),
     ("zero size", ["model.hidden_size=0"], ["model.hidden_size", "0"]),
     ("gru with a cell readout", ["encoder=gru", "readout=cell"], ["readout='cell'", "GRU"]),
+    (
+        "a budget that ends before the first validation",
+        ["trainer.max_steps=3"],
+        ["before the first validation", "trainer.val_check_interval=4", "trainer.max_steps"],
+    ),
     ("more devices than cores", ["trainer.accelerator=cpu", "trainer.devices=512"], ["trainer.devices=512"]),
     ("missing ckpt_path", ["ckpt_path={tmp}/nowhere.ckpt"], ["nowhere.ckpt", "does not exist"]),
     ("corrupt checkpoint", ["ckpt_path={tmp}/corrupt.ckpt"], ["corrupt.ckpt", "truncated, corrupt"]),

@@ -15,7 +15,8 @@ from tests.conftest import TINY, run_cli
 
 MODEL = [
     "model.hidden_size=8",
-    "trainer.max_epochs=3",
+    "trainer.max_steps=12",
+    "trainer.val_check_interval=4",
     "trainer.accelerator=cpu",
     "++callbacks.progress_bar.refresh_rate=0",
 ]

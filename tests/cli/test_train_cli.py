@@ -31,6 +31,12 @@ def test_a_run_writes_metrics_checkpoints_and_tensorboard_events(tmp_path):
         *TINY, "encoder=stacked", "readout=cell", "trainer.log_every_n_steps=1", f"hydra.run.dir={run_dir}"
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    budget = (
+        "Training budget: 8 optimizer steps = 2.00 passes over the 52 training sequences (4 batches of 16 "
+        "each); validating every 4 steps (2 times, at most 50 batches each); stopping early after 10 "
+        "validations (40 steps) without a better val/loss."
+    )
+    assert budget in proc.stdout and budget in (run_dir / "train.log").read_text()
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert {"val/loss_best", "test/loss", "test/mse", "test/mae"} <= set(metrics)

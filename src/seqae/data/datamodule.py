@@ -9,8 +9,10 @@ from seed and epoch) lives here.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -243,7 +245,17 @@ class SequenceDataModule(L.LightningDataModule):
 
     # -- batches ---------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self._trainer_split("train"), shuffle=True)
+        loader = self._loader(self._trainer_split("train"), shuffle=True)
+        if self.trainer is not None:
+            trainer = self.trainer
+            # One Lightning epoch covers the whole step budget (or one pass over data larger than it):
+            # a 20-series set then makes thousands of steps without thousands of epoch ends, each of
+            # which costs Lightning's epoch machinery (and, on the fast path, a validation).
+            if trainer.max_steps > 0:
+                loader.sampler.passes = max(1, -(-trainer.max_steps // loader.sampler.batches_per_pass()))
+            # resumable mid-epoch: see SliceLoader
+            loader.batches_done = lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return loader
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self._trainer_split("val"), shuffle=False, by_length=True)
@@ -316,12 +328,39 @@ class SliceLoader(DataLoader):
 
     DataLoader's own iterator wraps each batch in a profiler range and a collate call, and draws a
     seed for workers that do not exist: 10 us a batch, 15 us inside a fit, 0.45% of a seed-sized step.
+
+    With ``batches_done`` (the training loader) it is resumable mid-epoch: Lightning saves
+    ``state_dict()`` in each checkpoint, and a resumed fit's first pass skips the batches of that
+    epoch that were already trained on. The order of an epoch's batches depends only on (seed,
+    epoch), so the rest of the epoch is exactly what an uninterrupted run would see.
     """
 
+    def __init__(self, *args: Any, batches_done: Callable[[], int] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.batches_done, self._resume_at = batches_done, None
+
+    def state_dict(self) -> dict[str, int]:
+        # Lightning's count, not ours: its fetcher may have taken a batch ahead of training.
+        done = self.batches_done() if self.batches_done is not None else 0
+        return {"epoch": getattr(self.sampler, "epoch", 0), "batches": done}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume_at = (state["epoch"], state["batches"])
+
     def __iter__(self) -> Iterator[dict[str, Tensor]]:
+        if self._resume_at is not None:
+            return self._resumed()
         if self.num_workers > 0:
             return super().__iter__()
         return map(self.dataset.__getitem__, self.sampler)
+
+    def _resumed(self) -> Iterator[dict[str, Tensor]]:
+        # A generator: it runs at the first fetch, after Lightning has set the sampler's epoch.
+        (epoch, done), self._resume_at = self._resume_at, None
+        batches = iter(self.sampler)
+        if getattr(self.sampler, "epoch", 0) == epoch:
+            batches = itertools.islice(batches, done, None)
+        yield from map(self.dataset.__getitem__, batches)
 
 
 class BatchSlices(Dataset):
@@ -369,46 +408,64 @@ def _take(values: Tensor | LazyRows, index: Tensor | slice) -> Tensor:
 
 
 class EpochBatchSampler(Sampler[Tensor]):
-    """Index batches whose order depends only on (seed, epoch), sharded over DDP ranks.
+    """Index batches whose order depends only on (seed, pass), sharded over DDP ranks.
 
-    Lightning calls ``set_epoch`` before every epoch, so a resumed run sees the same order.
-    Every rank gets the same number of batches (the tail is padded by wrapping around), so
-    no rank waits on a collective the others never reach.
+    One Lightning epoch is ``passes`` passes over the data, each shuffled by its own number
+    (``epoch * passes + pass``). Lightning calls ``set_epoch`` before every epoch, so a resumed run
+    sees the same order. Every rank gets the same number of batches (the tail is padded by
+    wrapping around), so no rank waits on a collective the others never reach.
     """
 
-    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int, rank: int = 0, world: int = 1):
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        rank: int = 0,
+        world: int = 1,
+        passes: int = 1,
+    ):
         self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
-        self.rank, self.world, self.epoch = rank, world, 0
+        self.rank, self.world, self.epoch, self.passes = rank, world, 0, passes
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def __len__(self) -> int:
+    def batches_per_pass(self) -> int:
         return -(-self.n // (self.batch_size * self.world))
 
+    def __len__(self) -> int:
+        return self.passes * self.batches_per_pass()
+
     def __iter__(self):
+        for p in range(self.passes):
+            yield from self._pass(self.epoch * self.passes + p)
+
+    def _pass(self, number: int) -> Iterator[Tensor]:
         if self.shuffle:
-            order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+            order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + number))
         else:
             order = torch.arange(self.n)
-        total = len(self) * self.batch_size * self.world
+        batches = self.batches_per_pass()
+        total = batches * self.batch_size * self.world
         if total > self.n and self.world > 1:
             order = order.repeat(-(-total // self.n))[:total]
-        for i in range(len(self)):
+        for i in range(batches):
             start = (i * self.world + self.rank) * self.batch_size
             batch = order[start : start + self.batch_size]
             if len(batch):
                 yield batch
 
 
-class BucketBatchSampler(Sampler[Tensor]):
+class BucketBatchSampler(EpochBatchSampler):
     """Batches of similar length, so a batch is cut to little more than its own sequences.
 
-    Shuffled (training): a seeded permutation of (seed, epoch) is cut into pools of
-    ``pool_batches`` batches, each pool is sorted by length and cut into batches, and the
-    batches are shuffled; pools keep batches varied from epoch to epoch. Not shuffled: batches
-    of the sequences sorted by length. Sharded like ``EpochBatchSampler``: batch ``i * world +
-    rank`` goes to ``rank``, and every rank gets the same number of batches.
+    Shuffled (training): each pass's seeded permutation is cut into pools of ``pool_batches``
+    batches, each pool is sorted by length and cut into batches, and the batches are shuffled;
+    pools keep batches varied from pass to pass. Not shuffled: batches of the sequences sorted by
+    length. Passes, epochs and sharding as in ``EpochBatchSampler``: batch ``i * world + rank``
+    goes to ``rank``, and every rank gets the same number of batches.
     """
 
     def __init__(
@@ -419,22 +476,20 @@ class BucketBatchSampler(Sampler[Tensor]):
         seed: int,
         rank: int = 0,
         world: int = 1,
+        passes: int = 1,
         pool_batches: int = 50,
     ):
-        self.lengths, self.batch_size, self.shuffle, self.seed = lengths, batch_size, shuffle, seed
-        self.rank, self.world, self.epoch, self.pool_batches = rank, world, 0, pool_batches
+        super().__init__(len(lengths), batch_size, shuffle, seed, rank, world, passes)
+        self.lengths, self.pool_batches = lengths, pool_batches
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
+    def batches_per_pass(self) -> int:
         batches = -(-len(self.lengths) // self.batch_size)
         return -(-batches // self.world)
 
-    def __iter__(self):
+    def _pass(self, number: int) -> Iterator[Tensor]:
         n = len(self.lengths)
         if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            g = torch.Generator().manual_seed(self.seed + number)
             order = torch.randperm(n, generator=g)
             pool = self.batch_size * self.world * self.pool_batches
             order = torch.cat(
@@ -445,7 +500,7 @@ class BucketBatchSampler(Sampler[Tensor]):
         batches = list(order.split(self.batch_size))
         if self.shuffle:
             batches = [batches[i] for i in torch.randperm(len(batches), generator=g)]
-        total = len(self) * self.world
+        total = self.batches_per_pass() * self.world
         batches = (batches * -(-total // len(batches)))[:total] if batches else []
         yield from batches[self.rank :: self.world]
 
