@@ -72,16 +72,27 @@ def test_no_projection_unless_latent_size_is_set():
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_code_shape_for_every_lstm_encoder_and_readout(readout, num_layers, bidirectional):
     enc = LSTMEncoder(3, 8, num_layers, readout, bidirectional=bidirectional)
-    expected = 8 * (2 if bidirectional else 1) * (2 if readout == "both" else 1)
+    width = {"both": 2, "pooled": 3, "layers": num_layers}.get(readout, 1)  # hidden states per direction
+    expected = 8 * (2 if bidirectional else 1) * width
     assert enc.code_size == expected
     assert enc(torch.randn(5, 7, 3)).shape == (5, expected)
 
 
-@pytest.mark.parametrize("readout", ["hidden", "mean"])
+@pytest.mark.parametrize("readout", ["hidden", "mean", "max", "pooled", "layers"])
 def test_gru_readouts(readout):
     enc = LSTMEncoder(3, 8, 2, readout, cell="gru")
     assert isinstance(enc.lstm, nn.GRU)
-    assert enc(torch.randn(5, 7, 3)).shape == (5, 8)
+    assert enc(torch.randn(5, 7, 3)).shape == (5, 8 * {"pooled": 3, "layers": 2}.get(readout, 1))
+
+
+def test_pooled_and_layers_read_what_they_say():
+    torch.manual_seed(0)
+    x = torch.randn(4, 6, 3)
+    pooled, layers = LSTMEncoder(3, 5, 2, "pooled"), LSTMEncoder(3, 5, 2, "layers")
+    layers.load_state_dict(pooled.state_dict())
+    out, (h_n, _) = pooled.lstm(x)
+    torch.testing.assert_close(pooled(x), torch.cat([h_n[-1], out.mean(1), out.amax(1)], dim=-1))
+    torch.testing.assert_close(layers(x), torch.cat([h_n[0], h_n[1]], dim=-1))  # TimeNet: every layer
 
 
 @pytest.mark.parametrize("readout", ["cell", "both"])
@@ -122,7 +133,7 @@ def test_padded_batch_gives_the_codes_of_each_sequence_alone(readout, bidirectio
     torch.testing.assert_close(batch_codes, alone, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("readout", ["cell", "both"])
+@pytest.mark.parametrize("readout", ["cell", "both", "layers"])
 @pytest.mark.parametrize("num_layers", [1, 2])
 def test_segmented_final_states_equal_a_packed_run_in_value_and_gradient(readout, num_layers):
     torch.manual_seed(0)

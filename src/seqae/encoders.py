@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-READOUTS = ("hidden", "cell", "both", "mean")
+READOUTS = ("hidden", "cell", "both", "mean", "max", "pooled", "layers")
 CELLS = ("lstm", "gru")
 
 
@@ -20,9 +20,11 @@ class LSTMEncoder(nn.Module):
     """Recurrent encoder with a choice of readout.
 
     readout: ``hidden`` (last layer's final h), ``cell`` (last layer's final c), ``both``
-    (h and c concatenated) or ``mean`` (last layer's outputs averaged over valid steps).
-    With ``bidirectional`` the two directions' final states are concatenated. ``latent_size``
-    adds a linear projection of the readout; without it the code is the readout itself.
+    (h and c concatenated), ``mean`` or ``max`` (last layer's outputs averaged, or their maximum,
+    over valid steps), ``pooled`` (final h, mean and max concatenated) or ``layers`` (every
+    layer's final h concatenated, as TimeNet does). With ``bidirectional`` the two directions'
+    final states are concatenated. ``latent_size`` adds a linear projection of the readout;
+    without it the code is the readout itself.
     """
 
     def __init__(
@@ -51,7 +53,8 @@ class LSTMEncoder(nn.Module):
         )
         self.readout = readout
         directions = 2 if bidirectional else 1
-        self.readout_size = hidden_size * directions * (2 if readout == "both" else 1)
+        widths = {"both": 2, "pooled": 3, "layers": num_layers}
+        self.readout_size = hidden_size * directions * widths.get(readout, 1)
         self.project = nn.Linear(self.readout_size, latent_size) if latent_size else None
         self.code_size = latent_size or self.readout_size
 
@@ -65,7 +68,7 @@ class LSTMEncoder(nn.Module):
             packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
             out, state = self.lstm(packed)
             out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
-        elif self.readout in ("hidden", "mean"):
+        elif self.readout in ("hidden", "mean", "max", "pooled"):
             # The top layer's outputs up to each sequence's end do not depend on the padding,
             # so the padded (fast, fused) run is exact for these readouts.
             out, state = self.lstm(x)
@@ -99,12 +102,19 @@ class LSTMEncoder(nn.Module):
         return tuple(final) if lstm_state else final[0]
 
     def _read(self, out: Tensor, state: Tensor | tuple[Tensor, Tensor], lengths: Tensor | None) -> Tensor:
-        if self.readout == "mean":
-            if lengths is None:
-                return out.mean(dim=1)
-            mask = steps_mask(lengths, out.shape[1]).unsqueeze(-1)
-            return (out * mask).sum(dim=1) / lengths.to(out.dtype).unsqueeze(-1)
+        if self.readout in ("mean", "max", "pooled"):
+            mean, peak = pool(out, lengths)
+            if self.readout != "pooled":
+                return mean if self.readout == "mean" else peak
+            final = (
+                out[:, -1] if lengths is None else out[torch.arange(len(out), device=out.device), lengths - 1]
+            )
+            if self.lstm.bidirectional:  # the backward direction ends at step 0
+                final = self._last_layer(state[0] if isinstance(state, tuple) else state)
+            return torch.cat([final, mean, peak], dim=-1)
         h_n, c_n = state if isinstance(state, tuple) else (state, None)
+        if self.readout == "layers":  # [layers * directions, B, H] -> [B, layers * directions * H]
+            return h_n.permute(1, 0, 2).flatten(1)
         if self.readout == "hidden":
             return self._last_layer(h_n)
         if self.readout == "cell":
@@ -119,6 +129,15 @@ class LSTMEncoder(nn.Module):
 
     def _project(self, readout: Tensor) -> Tensor:
         return self.project(readout) if self.project is not None else readout
+
+
+def pool(out: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor]:
+    """The mean and the maximum of ``out`` [B, T, C] over each sequence's valid steps."""
+    if lengths is None:
+        return out.mean(dim=1), out.amax(dim=1)
+    mask = steps_mask(lengths, out.shape[1]).unsqueeze(-1)
+    mean = (out * mask).sum(dim=1) / lengths.to(out.dtype).unsqueeze(-1)
+    return mean, out.masked_fill(~mask, float("-inf")).amax(dim=1)
 
 
 def steps_mask(lengths: Tensor, max_len: int) -> Tensor:
