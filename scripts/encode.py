@@ -30,7 +30,7 @@ def main(cfg: DictConfig) -> None:
         "Encoded the %s split: %d codes of size %d -> %s%s",
         cfg.split,
         n,
-        model.encoder.code_size,
+        model.code_size,
         codes_path,
         f", labels -> {labels_path}" if labels_path else " (the data has no labels)",
     )

@@ -52,7 +52,9 @@ def test_every_valid_combination_trains_and_loads_from_its_checkpoint(
         torch.testing.assert_close(loaded(x), model.eval()(x))
 
 
-@pytest.mark.parametrize("group", ["data", "model", "trainer", "logger", "callbacks", "debug", "experiment"])
+@pytest.mark.parametrize(
+    "group", ["data", "model", "objective", "trainer", "logger", "callbacks", "debug", "experiment"]
+)
 def test_every_option_of_every_group_instantiates(tiny_cfg, group):
     for option in options(group):
         if group == "data" and option != "sines":
@@ -65,6 +67,27 @@ def test_every_option_of_every_group_instantiates(tiny_cfg, group):
         assert all(any(c is t for t in trainer.callbacks) for c in callbacks)
         assert len(trainer.loggers) == len(loggers) or trainer.fast_dev_run
         assert dm.batch_size == cfg.data.batch_size
+
+
+@pytest.mark.parametrize("objective", options("objective"))
+def test_every_objective_trains_with_patches_and_instance_norm_and_loads_from_its_checkpoint(
+    tiny_cfg, tmp_path, objective
+):
+    cfg = tiny_cfg(f"objective={objective}", "model.instance_norm=true", "model.max_recurrent_steps=4")
+    dm = instantiate(cfg.data)
+    dm.setup()
+    model = instantiate(cfg.model, input_size=3, sequence_length=dm.sequence_length)
+    assert model.patch_size == 3 and model.hparams.objective == objective  # 12 steps, 4 patches
+    trainer = L.Trainer(
+        fast_dev_run=1, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    trainer.fit(model, datamodule=dm)
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+    loaded = SequenceAutoencoder.load_from_checkpoint(path).eval()
+    x = dm.splits["test"].x[:4]
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model.eval()(x))
 
 
 def test_stacked_cell_is_what_the_readme_says(tiny_cfg):

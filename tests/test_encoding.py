@@ -44,7 +44,7 @@ def test_codes_are_the_models_codes_of_the_split_in_its_order(split):
     model = model_for(dm, readout="cell")
     codes, labels = encode_split(model, dm, split)
     data = dm.split_data(split)
-    assert codes.dtype == np.float32 and codes.shape == (len(data), model.encoder.code_size)
+    assert codes.dtype == np.float32 and codes.shape == (len(data), model.code_size)
     with torch.no_grad():
         expected = model.encode(data.x).numpy()
     np.testing.assert_allclose(codes, expected, rtol=1e-5, atol=1e-6)

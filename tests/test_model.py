@@ -128,6 +128,84 @@ def test_reverse_target_trains_on_the_reversed_input_and_reconstructs_in_origina
     torch.testing.assert_close(recon[valid], x[valid])  # original order and units
 
 
+def test_long_series_are_read_in_patches_by_encoder_and_decoder():
+    """max_recurrent_steps=4 on 10-step series: patches of 3 steps, 4 recurrent steps each way."""
+    model = SequenceAutoencoder(input_size=2, hidden_size=4, sequence_length=10, max_recurrent_steps=4).eval()
+    assert (
+        model.patch_size == 3 and model.encoder.lstm.input_size == 6 and model.decoder.out.out_features == 6
+    )
+    x, lengths = torch.randn(3, 10, 2), torch.tensor([10, 7, 2])
+    steps = []
+    model.encoder.lstm.register_forward_hook(lambda m, args, out: steps.append(args[0].shape[1]))
+    model.decoder.lstm.register_forward_hook(lambda m, args, out: steps.append(args[0].shape[1]))
+    assert model(x, lengths).shape == x.shape and steps == [4, 4]
+    # a padded batch gives each series the code it has alone (padding stays out of its patches)
+    x[1, 7:], x[2, 2:] = 0.0, 0.0
+    alone = torch.cat([model.encode(x[i : i + 1, : lengths[i]]) for i in range(3)])
+    torch.testing.assert_close(model.encode(x, lengths), alone, atol=1e-6, rtol=1e-5)
+    short = SequenceAutoencoder(input_size=2, hidden_size=4, sequence_length=4, max_recurrent_steps=4)
+    assert short.patch_size == 1  # series no longer than the limit are read step by step
+
+
+def test_instance_norm_puts_each_series_level_and_scale_in_the_code_and_back():
+    torch.manual_seed(0)
+    model = SequenceAutoencoder(input_size=2, hidden_size=4, instance_norm=True, readout="pooled").eval()
+    assert model.code_size == 3 * 4 + 2 * 2
+    x = torch.randn(3, 8, 2)
+    code = model.encode(x)
+    moved = model.encode(x * 10.0 + 5.0)  # the same shapes at another level and scale
+    torch.testing.assert_close(moved[:, :12], code[:, :12], atol=1e-5, rtol=1e-4)  # the recurrent part
+    torch.testing.assert_close(moved[:, 12:14], code[:, 12:14] * 10 + 5)  # each series' mean
+    torch.testing.assert_close(moved[:, 14:], code[:, 14:] + torch.tensor(10.0).log())  # its log std
+    # a perfect decoder of the scaled series gives back the series in original units
+    shape, _ = model.scale_series(model.normalize(x), None)
+    model.decoder = Oracle(shape)
+    torch.testing.assert_close(model(x), x, atol=1e-5, rtol=1e-5)
+    target, recon = model.reconstruction(x)
+    torch.testing.assert_close(target, shape)
+    torch.testing.assert_close(recon, shape)
+    assert target.var(dim=1, unbiased=False).mean().item() == pytest.approx(1.0, rel=1e-4)
+
+
+def test_an_objective_corrupts_what_the_encoder_sees_and_adds_its_loss():
+    model = SequenceAutoencoder(
+        input_size=2, hidden_size=4, objective="denoising", objective_args={"mask": 0.5}
+    )
+    seen = []
+    model.encoder.register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    x = torch.randn(4, 10, 2) + 3.0
+    model.training_loss({"x": x})
+    assert (seen[0] == 0).all(dim=-1).float().mean().item() == pytest.approx(0.5, abs=0.25)  # steps zeroed
+    dtcr = SequenceAutoencoder(input_size=2, hidden_size=4, objective="fake_samples")
+    plain = SequenceAutoencoder(input_size=2, hidden_size=4)
+    plain.load_state_dict({k: v for k, v in dtcr.state_dict().items() if not k.startswith("objective.")})
+    torch.manual_seed(1)
+    with_fakes, _ = dtcr.training_loss({"x": x})
+    alone, _ = plain.training_loss({"x": x})
+    assert with_fakes.item() > alone.item()  # the classifier's loss joins the reconstruction's
+    assert any(k.startswith("objective.head.") for k in dtcr.state_dict())  # the head is checkpointed
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"objective": "contrastiv"},
+            r"model.objective must be one of \['denoising', 'fake_samples', 'reconstruction'",
+        ),
+        ({"objective": "denoising", "objective_args": {"mask": 2.0}}, "mask must be in"),
+        (
+            {"objective": "denoising", "objective_args": {"masking": 0.2}},
+            "model.objective_args=.* do not fit",
+        ),
+        ({"max_recurrent_steps": 0}, "model.max_recurrent_steps must be a positive integer or null"),
+    ],
+)
+def test_bad_objectives_and_patches_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SequenceAutoencoder(input_size=2, **kwargs)
+
+
 def test_pinned_loss_of_the_default_model(tmp_path):
     """A silent change to the encoder, decoder, loss, data or optimiser moves this number.
 

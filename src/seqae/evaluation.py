@@ -81,8 +81,8 @@ def reconstruction_errors(
 ) -> tuple[np.ndarray, float, float]:
     """Per-sequence MSE ``[N]`` over each sequence's valid steps, and the split's overall MSE and MAE.
 
-    The reconstruction is the model's own (``model(x)``: free-running, original order), compared
-    in normalised units, so the overall MSE is the ``test/mse`` the Trainer logs.
+    The reconstruction is the model's own (free-running), compared in the units the model trains in
+    (``SequenceAutoencoder.reconstruction``), so the overall MSE is the ``test/mse`` the Trainer logs.
     """
     n = len(datamodule.split_data(split))
     per_sequence = np.empty(n, np.float64)
@@ -94,7 +94,8 @@ def reconstruction_errors(
             x = batch["x"].to(model.device)
             lengths = batch.get("lengths")
             lengths = None if lengths is None else lengths.to(model.device)
-            diff = (model(x, lengths).float() - x) / model.norm_scale
+            target, recon = model.reconstruction(x, lengths)
+            diff = recon.float() - target.float()
             mask = (
                 torch.ones_like(diff[..., 0]) if lengths is None else steps_mask(lengths, x.shape[1]).float()
             )
@@ -111,12 +112,13 @@ def reconstruction_errors(
 
 
 def split_variance(model: SequenceAutoencoder, datamodule: SequenceDataModule, split: str = "test") -> float:
-    """The variance of ``split``'s valid steps in the model's normalised units, per feature and then
-    averaged over features: what an MSE is measured against."""
-    loc, scale = model.norm_loc.cpu().double(), model.norm_scale.cpu().double()
+    """The variance of ``split``'s valid steps in the units the model trains in, per feature and then
+    averaged over features: what its reconstruction MSE is measured against."""
     count, total, squares = 0, 0.0, 0.0
     for x, lengths in datamodule.split_data(split).chunks():
-        x = (x.double() - loc) / scale
+        with torch.inference_mode():
+            x, _ = model.scale_series(model.normalize(x.to(model.device)), lengths)
+        x = x.double().cpu()
         x = x[steps_mask(lengths, x.shape[1])] if lengths is not None else x.reshape(-1, x.shape[-1])
         count, total, squares = count + len(x), total + x.sum(0), squares + (x**2).sum(0)
     if count < 2:

@@ -19,8 +19,11 @@ from torchmetrics import MeanAbsoluteError, MeanSquaredError, MinMetric
 from seqae.checkpoints import restore_rng_states, rng_states
 from seqae.decoders import build_decoder
 from seqae.encoders import LSTMEncoder, steps_mask
+from seqae.objectives import build_objective
 
 SCHEDULERS = (None, "plateau", "cosine")
+# instance_norm: a series flatter than this variance (in normalised units) is scaled as if it had it
+INSTANCE_VAR_FLOOR = 1e-6
 
 # steps_per_call > 1 asks Lightning for the loader's iterator (stable in practice since 2.0), and
 # Lightning says so on every fit.
@@ -38,8 +41,19 @@ class SequenceAutoencoder(L.LightningModule):
 
     Inputs are normalised inside the model (``norm_loc``/``norm_scale`` buffers, fitted on the
     training split and saved in the checkpoint), so ``encode`` takes data in its original units.
-    ``reverse_target`` trains the decoder to emit the sequence backwards (Srivastava et al. 2015);
-    ``reconstruct`` always returns it in the original order.
+
+    - ``instance_norm``: each series is also scaled by its own mean and standard deviation (per
+      feature, over its valid steps) before the encoder sees it, and those two statistics join the
+      code (RevIN, Kim et al. 2022): the recurrent layers see shapes, the code keeps the levels.
+      The decoder reconstructs the scaled series; ``forward`` undoes the scaling with the code's
+      statistics.
+    - ``max_recurrent_steps``: a series longer than this is read ``patch_size`` steps at a time
+      (``ceil(sequence_length / max_recurrent_steps)``, each recurrent step a patch of
+      ``patch_size x input_size`` values), by the encoder and the decoder alike.
+    - ``reverse_target`` trains the decoder to emit the sequence backwards (Srivastava et al.
+      2015); ``forward`` always returns it in the original order.
+    - ``objective`` (seqae/objectives/): what the encoder sees and what is added to the
+      reconstruction loss, e.g. ``denoising`` or DTCR's ``fake_samples``.
     """
 
     def __init__(
@@ -59,6 +73,11 @@ class SequenceAutoencoder(L.LightningModule):
         scheduler: str | None = None,
         steps_per_call: int = 1,
         gradient_clip_val: float | None = None,
+        instance_norm: bool = False,
+        sequence_length: int | None = None,
+        max_recurrent_steps: int | None = None,
+        objective: str = "reconstruction",
+        objective_args: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(steps_per_call, int) or isinstance(steps_per_call, bool) or steps_per_call < 1:
@@ -73,9 +92,21 @@ class SequenceAutoencoder(L.LightningModule):
             raise ValueError(f"model.scheduler must be one of {SCHEDULERS}, got {scheduler!r}.")
         if not (isinstance(lr, int | float) and lr > 0):
             raise ValueError(f"model.lr must be a positive number, got {lr!r}.")
+        if max_recurrent_steps is not None and not (
+            isinstance(max_recurrent_steps, int) and max_recurrent_steps >= 1
+        ):
+            raise ValueError(
+                f"model.max_recurrent_steps must be a positive integer or null, got {max_recurrent_steps!r}."
+            )
         self.save_hyperparameters(logger=False)
+        self.patch_size = (
+            max(1, math.ceil(sequence_length / max_recurrent_steps))
+            if max_recurrent_steps and sequence_length
+            else 1
+        )
+        steps_in = input_size * self.patch_size  # the values of one recurrent step
         self.encoder = LSTMEncoder(
-            input_size,
+            steps_in,
             hidden_size,
             num_layers,
             readout,
@@ -84,9 +115,9 @@ class SequenceAutoencoder(L.LightningModule):
             dropout=dropout,
             latent_size=latent_size,
         )
-        self.decoder = build_decoder(
-            decoder, self.encoder.code_size, hidden_size, input_size, num_layers, cell
-        )
+        self.code_size = self.encoder.code_size + (2 * input_size if instance_norm else 0)
+        self.decoder = build_decoder(decoder, self.code_size, hidden_size, steps_in, num_layers, cell)
+        self.objective = build_objective(objective, self.code_size, objective_args)
         self.register_buffer("norm_loc", torch.zeros(input_size))
         self.register_buffer("norm_scale", torch.ones(input_size))
         self.metrics = torch.nn.ModuleDict(
@@ -118,30 +149,95 @@ class SequenceAutoencoder(L.LightningModule):
 
     def encode(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         """x in original units [B, T, F] -> codes [B, C]."""
-        return self.encoder(self.normalize(x), lengths)
+        return self.encode_normalized(self.normalize(x), lengths)
+
+    def encode_normalized(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """x already normalised (``normalize``) -> codes [B, C]."""
+        shape, stats = self.scale_series(x, lengths)
+        return self._encode(shape, lengths, stats)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         """x in original units -> reconstruction in original units and order (free-running)."""
-        recon = self.decoder(self.encode(x, lengths), x.shape[1])
+        shape, stats = self.scale_series(self.normalize(x), lengths)
+        code = self._encode(shape, lengths, stats)
+        recon = self._decode(code, x.shape[1], None)
         if self.hparams.reverse_target:
             recon = reverse_valid_steps(recon, lengths)
+        if stats is not None:  # the code's own statistics give each series its level and scale back
+            loc, log_scale = stats.to(recon.dtype).chunk(2, dim=-1)
+            recon = recon * log_scale.exp().unsqueeze(1) + loc.unsqueeze(1)
         return recon * self.norm_scale + self.norm_loc
 
-    def _reconstruct(self, batch: dict[str, Tensor], teacher_forcing: bool) -> tuple[Tensor, Tensor]:
-        """Normalised target and reconstruction, both in the order the decoder emits."""
-        x, lengths = self.normalize(batch["x"]), batch.get("lengths")
-        target = reverse_valid_steps(x, lengths) if self.hparams.reverse_target else x
-        code = self.encoder(x, lengths)
-        recon = self.decoder(code, x.shape[1], target if teacher_forcing else None)
+    def reconstruction(
+        self, x: Tensor, lengths: Tensor | None = None, teacher_forcing: bool = False
+    ) -> tuple[Tensor, Tensor]:
+        """x in original units -> (target, reconstruction) in the units and order the model trains in:
+        normalised, scaled per series with ``instance_norm``, reversed with ``reverse_target``."""
+        shape, stats = self.scale_series(self.normalize(x), lengths)
+        target = reverse_valid_steps(shape, lengths) if self.hparams.reverse_target else shape
+        code = self._encode(shape, lengths, stats)
+        recon = self._decode(code, x.shape[1], target if teacher_forcing else None)
         return target, recon.to(target.dtype)  # under autocast the LSTM answers in bf16/fp16
+
+    def training_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """The objective's loss on a batch, and the reconstruction (for reports of non-finite losses)."""
+        x, lengths = batch["x"], batch.get("lengths")
+        shape, stats = self.scale_series(self.normalize(x), lengths)
+        target = reverse_valid_steps(shape, lengths) if self.hparams.reverse_target else shape
+        code = self._encode(self.objective.corrupt(shape, lengths), lengths, stats)
+        recon = self._decode(code, x.shape[1], target).to(target.dtype)
+        loss = masked_mse(recon, target, lengths)
+        extra = self.objective.extra_loss(lambda s, n: self._encode(s, n, stats), shape, lengths, code)
+        return (loss if extra is None else loss + extra), recon
+
+    def scale_series(self, x: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """With ``instance_norm``: each series over its own valid steps' mean and standard deviation,
+        and [mean, log std] per feature [B, 2F]; otherwise x as it is, and None."""
+        if not self.hparams.instance_norm:
+            return x, None
+        if lengths is None:
+            loc, var = x.mean(dim=1), x.var(dim=1, unbiased=False)
+            mask = None
+        else:
+            mask = steps_mask(lengths, x.shape[1]).unsqueeze(-1).to(x.dtype)
+            count = lengths.to(x.dtype).unsqueeze(-1)
+            loc = (x * mask).sum(dim=1) / count
+            var = (((x - loc.unsqueeze(1)) * mask) ** 2).sum(dim=1) / count
+        scale = var.clamp_min(INSTANCE_VAR_FLOOR).sqrt()
+        shape = (x - loc.unsqueeze(1)) / scale.unsqueeze(1)
+        if mask is not None:
+            shape = shape * mask  # padding stays zero
+        return shape, torch.cat([loc, scale.log()], dim=-1)
+
+    def _encode(self, shape: Tensor, lengths: Tensor | None, stats: Tensor | None) -> Tensor:
+        code = self.encoder(*self._patch(shape, lengths))
+        return code if stats is None else torch.cat([code, stats.to(code.dtype)], dim=-1)
+
+    def _decode(self, code: Tensor, steps: int, target: Tensor | None) -> Tensor:
+        """The decoder's [B, steps, F]: it emits ``patch_size`` steps per recurrent step."""
+        if self.patch_size == 1:
+            return self.decoder(code, steps, target)
+        patches = -(-steps // self.patch_size)
+        recon = self.decoder(code, patches, None if target is None else self._patch(target, None)[0])
+        return recon.reshape(recon.shape[0], patches * self.patch_size, -1)[:, :steps]
+
+    def _patch(self, x: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """[B, T, F] -> [B, ceil(T / p), p * F] (zero-padded), and each sequence's length in patches."""
+        p = self.patch_size
+        if p == 1:
+            return x, lengths
+        steps = x.shape[1]
+        if steps % p:
+            x = torch.nn.functional.pad(x, (0, 0, 0, p - steps % p))
+        x = x.reshape(x.shape[0], x.shape[1] // p, p * x.shape[2])
+        return x, None if lengths is None else torch.div(lengths + p - 1, p, rounding_mode="floor")
 
     # -- training --------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        target, recon = self._reconstruct(batch, teacher_forcing=True)
-        loss = masked_mse(recon, target, batch.get("lengths"))
+        loss, recon = self.training_loss(batch)
         if not math.isfinite(loss.item()):
             raise FloatingPointError(self._non_finite_report(batch, recon, loss))
-        self.log("train/loss", loss, batch_size=target.shape[0])
+        self.log("train/loss", loss, batch_size=recon.shape[0])
         return loss
 
     def _training_steps(self, dataloader_iter: Any) -> None:
@@ -177,8 +273,7 @@ class SequenceAutoencoder(L.LightningModule):
                     batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
                 else:
                     batch = trainer.strategy.batch_to_device(trainer.precision_plugin.convert_input(batch))
-                target, recon = self._reconstruct(batch, teacher_forcing=True)
-                loss = masked_mse(recon, target, batch.get("lengths"))
+                loss, _ = self.training_loss(batch)
                 optimizer.zero_grad(set_to_none=True)
                 if lean:
                     (loss if scaler is None else scaler.scale(loss)).backward()
@@ -199,7 +294,7 @@ class SequenceAutoencoder(L.LightningModule):
                 if scheduler is not None:
                     scheduler.step()
                 group_losses.append(loss.detach())
-                sequences += target.shape[0]
+                sequences += batch["x"].shape[0]
             # One look at the losses per group (the whole call, unless its batches are large), not
             # per step: on a GPU each look waits for the device. It comes before the call returns,
             # so no checkpoint can hold what a bad step did.
@@ -275,12 +370,12 @@ class SequenceAutoencoder(L.LightningModule):
         self._evaluate(batch, "test")
 
     def _evaluate(self, batch: dict[str, Tensor], stage: str) -> None:
-        lengths = batch.get("lengths")
-        target, recon = self._reconstruct(batch, teacher_forcing=True)
+        x, lengths = batch["x"], batch.get("lengths")
+        target, recon = self.reconstruction(x, lengths, teacher_forcing=True)
         loss = masked_mse(recon, target, lengths)
         self.log(f"{stage}/loss", loss, batch_size=target.shape[0], sync_dist=True)
         if self.hparams.decoder != "repeat":  # metrics on what the decoder generates by itself
-            _, recon = self._reconstruct(batch, teacher_forcing=False)
+            _, recon = self.reconstruction(x, lengths)
         if lengths is not None:
             mask = steps_mask(lengths, target.shape[1])
             recon, target = recon[mask], target[mask]

@@ -56,7 +56,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")  # the model's input size and normalisation come from the data
-    model = instantiate(cfg.model, input_size=datamodule.num_features)
+    model = instantiate(
+        cfg.model, input_size=datamodule.num_features, sequence_length=datamodule.sequence_length
+    )
     model.set_normalization(*datamodule.normalization())
     if ckpt_path is not None:  # fail now, naming the file and the mismatch, not inside Lightning
         check_matches(ckpt_path, read_checkpoint(ckpt_path), model)

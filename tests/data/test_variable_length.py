@@ -77,7 +77,7 @@ def test_nan_padding_never_reaches_the_loss(variable_npy):
     dm.setup("fit")
     model = SequenceAutoencoder(2, hidden_size=4, readout="cell")
     for batch in dm.train_dataloader():
-        target, recon = model._reconstruct(batch, teacher_forcing=True)
+        target, recon = model.reconstruction(batch["x"], batch["lengths"], teacher_forcing=True)
         loss = masked_mse(recon, target, batch["lengths"])
         per_sequence = [((recon[i, :n] - target[i, :n]) ** 2).sum() for i, n in enumerate(batch["lengths"])]
         assert torch.isfinite(loss)

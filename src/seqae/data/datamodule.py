@@ -203,6 +203,12 @@ class SequenceDataModule(L.LightningDataModule):
     def num_features(self) -> int:
         return self.splits["train"].x.shape[-1]
 
+    @property
+    def sequence_length(self) -> int:
+        """The longest training sequence, in steps."""
+        train = self.splits["train"]
+        return int(train.lengths.max()) if train.lengths is not None else train.x.shape[1]
+
     def split_data(self, split: str) -> SequenceData:
         """The sequences of ``split``: train, val, test, or all (every sequence, source order).
 

@@ -1,0 +1,53 @@
+"""Training objectives: what the autoencoder learns from besides reconstructing its input.
+
+An objective is one module here plus one YAML in ``conf/objective/``. The module defines
+``Objective``, an ``nn.Module`` (so a head it adds trains and lands in checkpoints) built as
+``Objective(code_size, **model.objective_args)``, with two hooks:
+
+- ``corrupt(x, lengths)``: what the encoder sees during training (the target stays ``x``);
+- ``extra_loss(encode, x, lengths, code)``: a term added to the reconstruction loss, or None.
+  ``encode(x, lengths)`` gives the codes of other series of the batch's kind (e.g. altered ones).
+
+``x`` is in the units the model trains in, ``[B, T, F]``, padding zeroed; ``lengths`` is ``[B]`` or None.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+
+from torch import Tensor, nn
+
+Encode = Callable[[Tensor, Tensor | None], Tensor]
+
+
+class Objective(nn.Module):
+    """Plain reconstruction: the encoder sees the series as they are, and nothing is added."""
+
+    def __init__(self, code_size: int) -> None:
+        super().__init__()
+        self.code_size = code_size
+
+    def corrupt(self, x: Tensor, lengths: Tensor | None) -> Tensor:
+        return x
+
+    def extra_loss(self, encode: Encode, x: Tensor, lengths: Tensor | None, code: Tensor) -> Tensor | None:
+        return None
+
+
+def names() -> list[str]:
+    """The objectives there are: the modules of this package."""
+    return sorted(m.name for m in pkgutil.iter_modules(__path__))
+
+
+def build_objective(name: str, code_size: int, args: dict | None = None) -> Objective:
+    if name not in names():
+        raise ValueError(f"model.objective must be one of {names()}, got {name!r}.")
+    objective = importlib.import_module(f"{__name__}.{name}").Objective
+    try:
+        return objective(code_size, **(args or {}))
+    except TypeError as e:
+        raise ValueError(
+            f"model.objective_args={dict(args or {})} do not fit objective={name}: {e}"
+        ) from None
