@@ -30,8 +30,14 @@ def test_buckets_group_similar_lengths_and_cover_every_sequence_once():
     assert sorted(torch.cat(batches).tolist()) == list(range(len(LENGTHS)))
     random = list(torch.randperm(len(LENGTHS), generator=torch.Generator().manual_seed(0)).split(8))
     assert spread(batches) < spread(random) / 3
-    in_order = list(BucketBatchSampler(LENGTHS, 8, shuffle=False, seed=0))
-    assert all(LENGTHS[a].max() <= LENGTHS[b].min() for a, b in itertools.pairwise(in_order))
+    unshuffled = list(BucketBatchSampler(LENGTHS, 8, shuffle=False, seed=0))
+    again = list(BucketBatchSampler(LENGTHS, 8, shuffle=False, seed=0))
+    assert [b.tolist() for b in unshuffled] == [b.tolist() for b in again]  # the same every time
+    by_length = sorted(unshuffled, key=lambda b: LENGTHS[b].min().item())
+    assert all(LENGTHS[a].max() <= LENGTHS[b].min() for a, b in itertools.pairwise(by_length))
+    # a validation cut to its first batches (limit_val_batches) still sees short and long sequences
+    first = torch.cat(unshuffled[:3])
+    assert LENGTHS[first].min() < 8 and LENGTHS[first].max() > 14
 
 
 def test_bucket_order_depends_only_on_seed_and_epoch():

@@ -469,8 +469,8 @@ class BucketBatchSampler(EpochBatchSampler):
 
     Shuffled (training): each pass's seeded permutation is cut into pools of ``pool_batches``
     batches, each pool is sorted by length and cut into batches, and the batches are shuffled;
-    pools keep batches varied from pass to pass. Not shuffled: batches of the sequences sorted by
-    length. Passes, epochs and sharding as in ``EpochBatchSampler``: batch ``i * world + rank``
+    pools keep batches varied from pass to pass. Not shuffled (validation, testing): batches of
+    the sequences sorted by length, in an order fixed by the seed. Passes, epochs and sharding as in ``EpochBatchSampler``: batch ``i * world + rank``
     goes to ``rank``, and every rank gets the same number of batches.
     """
 
@@ -504,8 +504,10 @@ class BucketBatchSampler(EpochBatchSampler):
         else:
             order = torch.sort(self.lengths, stable=True).indices
         batches = list(order.split(self.batch_size))
-        if self.shuffle:
-            batches = [batches[i] for i in torch.randperm(len(batches), generator=g)]
+        # Not shuffled, the batches still come in a fixed random order (the seed's): a validation
+        # cut short by limit_val_batches then reads all lengths, not the shortest sequences only.
+        g = g if self.shuffle else torch.Generator().manual_seed(self.seed)
+        batches = [batches[i] for i in torch.randperm(len(batches), generator=g)]
         total = self.batches_per_pass() * self.world
         batches = (batches * -(-total // len(batches)))[:total] if batches else []
         yield from batches[self.rank :: self.world]
