@@ -177,16 +177,20 @@ def target_lines(rows: list[dict]) -> list[str]:
     raw = [r for r in done if r.get("raw_knn") is not None]
     if raw:
         raw_mean = sum(r["raw_knn"] for r in raw) / len(raw)
-        lines.append(f"- logistic mean {logistic:.3f} vs raw 1-NN mean {raw_mean:.3f} over {len(raw)} sets")
+        lines.append(f"- logistic mean {logistic:.3f} vs raw 1-NN mean {raw_mean:.3f} over {_sets(len(raw))}")
     tloss = [r for r in done if r.get("tloss_k10") is not None]
     if tloss:
         ours = sum(r["logistic"] for r in tloss) / len(tloss)
         theirs = sum(r["tloss_k10"] for r in tloss) / len(tloss)
         lines.append(
-            f"- over the {len(tloss)} sets with a T-Loss number: logistic mean {ours:.3f} vs T-Loss K=10 "
+            f"- over the {_sets(len(tloss))} with a T-Loss number: logistic mean {ours:.3f} vs T-Loss K=10 "
             f"{theirs:.3f} (0.9 x = {0.9 * theirs:.3f})"
         )
     return lines
+
+
+def _sets(n: int) -> str:
+    return f"{n} set" if n == 1 else f"{n} sets"
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
