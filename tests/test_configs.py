@@ -73,11 +73,13 @@ def test_every_option_of_every_group_instantiates(tiny_cfg, group):
 def test_every_objective_trains_with_patches_and_instance_norm_and_loads_from_its_checkpoint(
     tiny_cfg, tmp_path, objective
 ):
-    cfg = tiny_cfg(f"objective={objective}", "model.instance_norm=true", "model.max_recurrent_steps=4")
+    cfg = tiny_cfg(
+        f"objective={objective}", "model.instance_norm=true", "model.max_recurrent_steps=4", "data.seq_len=13"
+    )
     dm = instantiate(cfg.data)
     dm.setup()
     model = instantiate(cfg.model, input_size=3, sequence_length=dm.sequence_length)
-    assert model.patch_size == 3 and model.hparams.objective == objective  # 12 steps, 4 patches
+    assert model.patch_size == 4 and model.hparams.objective == objective  # 13 steps: 4 patches, the last short
     trainer = L.Trainer(
         fast_dev_run=1, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
     )

@@ -219,7 +219,8 @@ class SequenceAutoencoder(L.LightningModule):
             return self.decoder(code, steps, target)
         patches = -(-steps // self.patch_size)
         recon = self.decoder(code, patches, None if target is None else self._patch(target, None)[0])
-        return recon.reshape(recon.shape[0], patches * self.patch_size, -1)[:, :steps]
+        recon = recon.reshape(recon.shape[0], patches * self.patch_size, -1)
+        return recon if recon.shape[1] == steps else recon[:, :steps].contiguous()
 
     def _patch(self, x: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """[B, T, F] -> [B, ceil(T / p), p * F] (zero-padded), and each sequence's length in patches."""
