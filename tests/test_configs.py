@@ -79,7 +79,9 @@ def test_every_objective_trains_with_patches_and_instance_norm_and_loads_from_it
     dm = instantiate(cfg.data)
     dm.setup()
     model = instantiate(cfg.model, input_size=3, sequence_length=dm.sequence_length)
-    assert model.patch_size == 4 and model.hparams.objective == objective  # 13 steps: 4 patches, the last short
+    assert (
+        model.patch_size == 4 and model.hparams.objective == objective
+    )  # 13 steps: 4 patches, the last short
     trainer = L.Trainer(
         fast_dev_run=1, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
     )

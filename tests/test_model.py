@@ -8,7 +8,7 @@ import torch
 from lightning.pytorch.plugins.precision import MixedPrecision
 
 from seqae.data import SinesDataModule
-from seqae.model import SequenceAutoencoder, fetch_groups, masked_mse, reverse_valid_steps
+from seqae.model import SequenceAutoencoder, masked_mse, reverse_valid_steps
 from tests.conftest import needs_cuda, quiet_trainer
 
 
@@ -260,7 +260,9 @@ def test_several_steps_per_call_train_exactly_as_one_step_per_call(
     """The fast path (steps_per_call > 1, manual optimization) makes the same optimizer steps on the
     same batches, clipping and scheduling as Lightning's automatic optimization does."""
     if precision.endswith("large batches"):  # as if two of them filled FETCH_AHEAD_BYTES
-        monkeypatch.setattr("seqae.model.FETCH_AHEAD_BYTES", 2 * batch_bytes(tiny_data(num_sequences=120)))
+        monkeypatch.setattr(
+            "seqae.fast_path.FETCH_AHEAD_BYTES", 2 * batch_bytes(tiny_data(num_sequences=120))
+        )
         precision = precision.removesuffix(", large batches")
     runs = []
     for steps_per_call in (1, 3):
@@ -377,7 +379,7 @@ def test_several_steps_per_call_validate_and_checkpoint_at_the_same_steps(
 def test_a_non_finite_loss_in_the_middle_of_a_call_names_its_own_step(tmp_path, monkeypatch, group_batches):
     """The fast path looks at its losses once per group of fetched batches (the whole call, unless the
     batches are large); the report still names the step that failed."""
-    monkeypatch.setattr("seqae.model.FETCH_AHEAD_BYTES", group_batches * batch_bytes(tiny_data()))
+    monkeypatch.setattr("seqae.fast_path.FETCH_AHEAD_BYTES", group_batches * batch_bytes(tiny_data()))
     dm = tiny_data(num_sequences=120)  # 96 train sequences: 6 batches, one call of 6 steps
     dm.setup("fit")
     fourth_batch = list(dm.train_dataloader().sampler)[3]  # epoch 0's order (seed and epoch fix it)
@@ -388,15 +390,6 @@ def test_a_non_finite_loss_in_the_middle_of_a_call_names_its_own_step(tmp_path, 
         FloatingPointError, match=r"at epoch 0, global step 3\. Batch inputs x: 36 non-finite"
     ):
         trainer.fit(model, datamodule=dm)
-
-
-def test_fetch_groups_hold_at_most_the_byte_limit_and_every_batch_once():
-    batches = [{"x": torch.full((2, 3), float(i))} for i in range(7)]  # 24 bytes each
-    groups = list(fetch_groups(iter(batches), limit_bytes=50))
-    assert [len(g) for g in groups] == [2, 2, 2, 1]
-    assert [int(b["x"][0, 0]) for g in groups for b in g] == list(range(7))
-    assert [len(g) for g in fetch_groups(iter(batches), limit_bytes=10)] == [1] * 7  # a batch over it
-    assert list(fetch_groups(iter([]), limit_bytes=50)) == []
 
 
 def test_validation_metrics_are_each_epochs_own(tmp_path):

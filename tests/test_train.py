@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from seqae.model import SequenceAutoencoder
-from seqae.train import train, write_json_atomically
+from seqae.train import train
 
 
 def test_fast_dev_run_through_the_task(tiny_cfg):
@@ -76,17 +76,3 @@ def test_a_non_finite_loss_stops_the_run_naming_step_epoch_and_culprit(tiny_cfg,
     assert not (run / "metrics.json").exists()
     last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == 4 and all(torch.isfinite(t).all() for t in last["state_dict"].values())
-
-
-def test_metrics_json_is_replaced_atomically(tmp_path, monkeypatch):
-    path = tmp_path / "metrics.json"
-    write_json_atomically(path, {"test/mse": 0.5})
-
-    def killed(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(json, "dumps", killed)
-    with pytest.raises(KeyboardInterrupt):
-        write_json_atomically(path, {"test/mse": 0.25})
-    monkeypatch.undo()
-    assert json.loads(path.read_text()) == {"test/mse": 0.5}

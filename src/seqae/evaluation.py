@@ -29,6 +29,7 @@ import torch
 from seqae.data.datamodule import SequenceDataModule
 from seqae.encoders import steps_mask
 from seqae.encoding import encode_split
+from seqae.files import write_json_atomically
 from seqae.model import SequenceAutoencoder
 
 log = logging.getLogger(__name__)
@@ -298,6 +299,4 @@ def evaluate_run(
 
 def write_eval_json(path: Path, results: dict[str, float], ckpt: str | Path | None, **info: Any) -> None:
     """``eval.json``: the metrics, and which checkpoint and data splits they came from."""
-    from seqae.train import write_json_atomically
-
     write_json_atomically(path, {**results, "ckpt": None if ckpt is None else str(ckpt), **info})

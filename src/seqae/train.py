@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from seqae.budget import describe_budget
 from seqae.checkpoints import check_matches, read_checkpoint
+from seqae.files import write_json_atomically
 from seqae.scale import check_precision, ddp_job_in_multirun, run_ddp_job
 
 log = logging.getLogger(__name__)
@@ -193,11 +194,3 @@ def compose_config(config_dir: str | Path, overrides: list[str], output_dir: str
         cfg.hydra.job.num = 0
     HydraConfig.instance().set_config(cfg)
     return cfg
-
-
-def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
-    """Write to a temporary file, then rename: a kill mid-write never leaves a truncated file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
