@@ -20,8 +20,10 @@ def main(cfg: DictConfig) -> None:
     # Imported here so that a bad override fails before torch and Lightning are loaded (and without
     # the garbage collector's scans on the way: seqae/startup.py).
     with frozen_imports():
+        from seqae.console import tidy_console
         from seqae.encoding import load_checkpoint_and_data, write_encodings
 
+    tidy_console()
     model, datamodule, run_dir = load_checkpoint_and_data(cfg.ckpt, cfg.get("data"), cfg.seed, cfg.device)
     n = len(datamodule.split_data(cfg.split))  # a bad split name fails before anything is written
     out = cfg.out or run_dir / f"codes_{cfg.split}.npy"

@@ -23,9 +23,11 @@ def main(cfg: DictConfig) -> None:
     # Imported here so that a bad override fails before torch and Lightning are loaded (and without
     # the garbage collector's scans on the way: seqae/startup.py).
     with frozen_imports():
+        from seqae.console import tidy_console
         from seqae.encoding import load_checkpoint_and_data
         from seqae.evaluation import evaluate, evaluate_config, write_eval_json
 
+    tidy_console()
     model, datamodule, run_dir = load_checkpoint_and_data(cfg.ckpt, cfg.get("data"), cfg.seed, cfg.device)
     results = evaluate(model, datamodule, **evaluate_config(cfg.eval))
     out = Path(cfg.out) if cfg.out else run_dir / "eval.json"

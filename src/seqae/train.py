@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from seqae.budget import describe_budget
 from seqae.checkpoints import check_matches, read_checkpoint
+from seqae.console import tidy_console
 from seqae.files import write_json_atomically
 from seqae.scale import check_precision, ddp_job_in_multirun, run_ddp_job
 
@@ -34,6 +35,7 @@ HPARAM_METRICS = ("hp/val_loss_best", "test/loss", "test/mse", "test/mae")
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train and test one model; returns the flat metrics that also land in ``metrics.json``."""
     started = time.monotonic()
+    tidy_console()
     output_dir = Path(cfg.paths.output_dir)
     if cfg.get("skip_finished") and (output_dir / "metrics.json").is_file():
         log.info("Skipping %s: it already holds metrics.json (skip_finished=true).", output_dir)
@@ -99,9 +101,22 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
     if trainer.is_global_zero:
         write_json_atomically(output_dir / "metrics.json", metrics)
-        log.info("Metrics: %s", json.dumps(metrics))
-        log.info("Run folder: %s", output_dir)
+        log.info(run_summary(output_dir, metrics))
     return metrics
+
+
+def run_summary(output_dir: Path, metrics: dict[str, Any]) -> str:
+    """What a finished run tells its user: where it is, its test and eval metrics, how to look at it."""
+    shown = {
+        k: metrics[k]
+        for k in sorted(metrics, key=lambda k: (k[:5] != "test/", k))
+        if k[:5] in ("test/", "eval/")
+    }
+    width = max((len(k) for k in shown), default=0)
+    rows = [f"  {k:<{width}}  {v:.4f}" for k, v in shown.items()]
+    return "\n".join(
+        [f"Run folder: {output_dir}", *rows, f"See it in TensorBoard: tensorboard --logdir {output_dir}"]
+    )
 
 
 def instantiate_each(group: DictConfig | None) -> list[Any]:

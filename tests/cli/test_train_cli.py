@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,20 @@ def read_events(run_dir: Path) -> event_accumulator.EventAccumulator:
     (event_file,) = sorted((run_dir / "tensorboard").rglob("events.out.tfevents.*"))[:1]
     acc = event_accumulator.EventAccumulator(str(event_file), size_guidance={"scalars": 0, "images": 0})
     return acc.Reload()
+
+
+def assert_a_clean_console(output: str, log: str) -> None:
+    """Every message once on the console and once in train.log; no advertisements, no deprecation
+    noise from inside the libraries, no traceback. Progress bars are not messages."""
+    lines = [line.strip() for line in re.split(r"[\r\n]", output)]
+    bars = re.compile(r"(it/s|s/it|\?it/s)\]|^\x1b|^(Epoch|Validation|Testing|Sanity Checking)\b")
+    messages = [line.split("] - ", 1)[-1] for line in lines if line and not bars.search(line)]
+    repeated = {m for m in messages if messages.count(m) > 1}
+    assert not repeated, f"printed more than once: {repeated}"
+    for noise in ("INFO: ", "Tip:", "litlogger", "LeafSpec", "Traceback", "Warning"):
+        assert noise not in output, f"{noise!r} on the console"
+    logged = [line.split("] - ", 1)[-1] for line in log.splitlines() if "] - " in line]
+    assert len(logged) == len(set(logged)), "a message written twice to train.log"
 
 
 def hparams_metric_tags(acc: event_accumulator.EventAccumulator) -> set[str]:
@@ -37,6 +52,10 @@ def test_a_run_writes_metrics_checkpoints_and_tensorboard_events(tmp_path):
         "validations (40 steps) without a better val/loss."
     )
     assert budget in proc.stdout and budget in (run_dir / "train.log").read_text()
+    assert_a_clean_console(proc.stdout + proc.stderr, (run_dir / "train.log").read_text())
+    summary = proc.stdout[proc.stdout.index(f"Run folder: {run_dir}") :]
+    assert re.search(r"\n  test/mse +\d\.\d{4}\n", summary)
+    assert summary.rstrip().endswith(f"See it in TensorBoard: tensorboard --logdir {run_dir}")
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert {"val/loss_best", "test/loss", "test/mse", "test/mae"} <= set(metrics)
