@@ -64,9 +64,17 @@ def tiny_cfg(tmp_path: Path):
     GlobalHydra.instance().clear()
 
 
-def run_cli(*args: str, script: str = "train.py", timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run one of the project's entry points in a fresh process, as a user would."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore"}
+def run_cli(
+    *args: str, script: str = "train.py", timeout: int = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run one of the project's entry points in a fresh process, as a user would (``env``: more variables)."""
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "HYDRA_FULL_ERROR": "0",
+        "PYTHONWARNINGS": "ignore",
+        **(env or {}),
+    }
     return subprocess.run(
         [sys.executable, str(ROOT / script), *args],
         cwd=ROOT,

@@ -14,8 +14,10 @@ import math
 import lightning as L
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
+from seqae.errors import ConfigError
 
-class BudgetError(ValueError):
+
+class BudgetError(ConfigError):
     """A budget that would train forever, or end before anything is validated."""
 
 

@@ -19,9 +19,7 @@ import numpy as np
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used for what was asked of it."""
+from seqae.errors import CheckpointError
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

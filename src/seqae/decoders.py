@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from seqae.errors import ConfigError
+
 DECODERS = ("repeat", "autoregressive")
 
 
@@ -79,4 +81,4 @@ def build_decoder(
         return RepeatDecoder(code_size, hidden_size, output_size, num_layers, cell)
     if name == "autoregressive":
         return AutoregressiveDecoder(code_size, hidden_size, output_size, num_layers, cell)
-    raise ValueError(f"decoder must be one of {DECODERS}, got {name!r}.")
+    raise ConfigError(f"decoder must be one of {DECODERS}, got {name!r}.")

@@ -12,6 +12,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from seqae.errors import ConfigError
+
 READOUTS = ("hidden", "cell", "both", "mean", "max", "pooled", "layers")
 CELLS = ("lstm", "gru")
 
@@ -157,19 +159,19 @@ def check_encoder_args(
     """Fail at construction, with the option's name, rather than deep inside a training step."""
     for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"{name} must be a positive integer (model.{name} in the config), got {value!r}."
             )
     if latent_size is not None and (not isinstance(latent_size, int) or latent_size < 1):
-        raise ValueError(f"model.latent_size must be a positive integer or null, got {latent_size!r}.")
+        raise ConfigError(f"model.latent_size must be a positive integer or null, got {latent_size!r}.")
     if cell not in CELLS:
-        raise ValueError(f"encoder cell must be one of {CELLS}, got {cell!r}.")
+        raise ConfigError(f"encoder cell must be one of {CELLS}, got {cell!r}.")
     if readout not in READOUTS:
-        raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}.")
+        raise ConfigError(f"readout must be one of {READOUTS}, got {readout!r}.")
     if cell == "gru" and readout in ("cell", "both"):
-        raise ValueError(
+        raise ConfigError(
             f"readout={readout!r} needs a cell state, but a GRU has none: use readout=hidden or "
             f"readout=mean with encoder=gru, or an LSTM encoder with readout={readout!r}."
         )
     if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"model.dropout must be in [0, 1), got {dropout!r}.")
+        raise ConfigError(f"model.dropout must be in [0, 1), got {dropout!r}.")

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from seqae.data import rows
 from seqae.data.datamodule import BatchSlices, SequenceDataModule
+from seqae.errors import ConfigError, MissingFileError, instantiate
 from seqae.model import SequenceAutoencoder
 
 
@@ -83,7 +84,7 @@ def write_encodings(
     ``<out stem>_labels.npy`` (int64 class ids ``[N]``) beside it. Returns both paths."""
     out = Path(out)
     if out.suffix != ".npy":
-        raise ValueError(
+        raise ConfigError(
             f"out={out} must name a .npy file (the codes are written as one [N, code_size] array)."
         )
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -113,8 +114,6 @@ def load_checkpoint_and_data(
     (``+data.<key>=<value>``) to use the data config of the checkpoint's run, read from
     ``<run>/.hydra/config.yaml`` (checkpoints live in ``<run>/checkpoints/``), with those keys changed.
     """
-    from hydra.utils import instantiate
-
     ckpt = _checkpoint_path(ckpt)
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
     data_cfg = _data_config(ckpt, run_dir / ".hydra" / "config.yaml", data, seed)
@@ -124,7 +123,7 @@ def load_checkpoint_and_data(
     datamodule = instantiate(data_cfg)
     datamodule.setup()
     if datamodule.num_features != model.hparams.input_size:
-        raise ValueError(
+        raise ConfigError(
             f"The data has {datamodule.num_features} features per step but the checkpoint {ckpt} was "
             f"trained on {model.hparams.input_size}; pass data of the same kind (data=... / +data.<key>=...)."
         )
@@ -133,12 +132,12 @@ def load_checkpoint_and_data(
 
 def _checkpoint_path(ckpt: str | Path | None) -> Path:
     if ckpt is None or str(ckpt) in ("", "???"):
-        raise ValueError(
+        raise ConfigError(
             "ckpt=<path to a .ckpt file> is required, e.g. ckpt=outputs/train/runs/<run>/checkpoints/best.ckpt"
         )
     path = Path(ckpt).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"ckpt={ckpt}: no such checkpoint file. Checkpoints of a run are in "
             f"outputs/train/runs/<run>/checkpoints/ (best.ckpt, last.ckpt)."
         )
@@ -153,14 +152,14 @@ def _data_config(ckpt: Path, run_config: Path, data: DictConfig | None, seed: in
             root.seed = OmegaConf.load(run_config).get("seed", 42)
         return OmegaConf.to_container(root.data, resolve=True)
     if not run_config.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"Cannot tell which data the checkpoint {ckpt} was trained on: {run_config} does not exist "
             f"(a checkpoint keeps its run's config there when it lives in <run>/checkpoints/). "
             f"Name the data instead, e.g. data=sines or data=ucr data.root=<dir> data.name=<Name>."
         )
     run = OmegaConf.load(run_config)
     if "data" not in run:
-        raise ValueError(f"{run_config} has no 'data' section; name the data with data=<option>.")
+        raise ConfigError(f"{run_config} has no 'data' section; name the data with data=<option>.")
     if seed is not None:
         run.seed = seed
     OmegaConf.set_struct(run, True)  # a misspelled +data.<key> is an error, not a silent no-op
@@ -168,7 +167,7 @@ def _data_config(ckpt: Path, run_config: Path, data: DictConfig | None, seed: in
         if data:
             run.data = OmegaConf.merge(run.data, data)
     except Exception as e:
-        raise ValueError(
+        raise ConfigError(
             f"Cannot change the run's data config ({run_config}) with {OmegaConf.to_container(data)}: {e}. "
             f"Its keys are: {sorted(run.data)}."
         ) from None

@@ -29,6 +29,7 @@ import torch
 from seqae.data.datamodule import SequenceDataModule
 from seqae.encoders import steps_mask
 from seqae.encoding import encode_split
+from seqae.errors import ConfigError
 from seqae.files import write_json_atomically
 from seqae.model import SequenceAutoencoder
 
@@ -49,7 +50,7 @@ def evaluate(
     """All downstream metrics that the data allows, as a flat ``{"eval/...": value}`` dict."""
     for key, split in (("train_split", train_split), ("test_split", test_split)):
         if len(datamodule.split_data(split)) == 0:
-            raise ValueError(
+            raise ConfigError(
                 f"eval.{key}={split!r} holds no sequences (is data.{split}_fraction 0?); "
                 f"evaluation needs sequences to score."
             )
@@ -69,7 +70,7 @@ def evaluate(
         log.info("The data has no labels: no linear probe or 1-NN accuracy.")
     if anomaly_label is not None:
         if test_labels is None:
-            raise ValueError(
+            raise ConfigError(
                 f"eval.anomaly_label={anomaly_label!r} names an anomalous class, but the data has no labels."
             )
         anomalous = test_labels == label_id(anomaly_label, datamodule)
@@ -245,7 +246,7 @@ def anomaly_auroc(errors: np.ndarray, anomalous: np.ndarray) -> float:
 
     anomalous = np.asarray(anomalous, dtype=bool)
     if anomalous.all() or not anomalous.any():
-        raise ValueError(
+        raise ConfigError(
             f"AUROC needs both normal and anomalous sequences in the test split; it has "
             f"{int(anomalous.sum())} anomalous of {len(anomalous)}."
         )
@@ -259,11 +260,11 @@ def label_id(label: str | int, datamodule: SequenceDataModule) -> int:
         return names.index(str(label))
     if isinstance(label, int) or str(label).lstrip("-").isdigit():
         if names and not 0 <= int(label) < len(names):
-            raise ValueError(
+            raise ConfigError(
                 f"eval.anomaly_label={label!r} is not a class of the data; its classes are {names}."
             )
         return int(label)
-    raise ValueError(
+    raise ConfigError(
         f"eval.anomaly_label={label!r} is not a class of the data; "
         + (f"its classes are {names}." if names else "the data has integer class ids only.")
     )

@@ -25,6 +25,8 @@ from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 from lightning.pytorch.strategies import SingleDeviceStrategy
 from torch import Tensor
 
+from seqae.errors import TrainingDivergedError
+
 if TYPE_CHECKING:
     from seqae.model import SequenceAutoencoder
 
@@ -108,7 +110,7 @@ def training_steps(module: SequenceAutoencoder, dataloader_iter: Any) -> None:
             bad = int((~torch.isfinite(group_losses)).nonzero()[0])
             step = trainer.global_step - len(group_losses) + bad
             batch = {k: v.to(module.device) for k, v in group[bad].items()}
-            raise FloatingPointError(module._non_finite_report(batch, None, group_losses[bad], step))
+            raise TrainingDivergedError(module._non_finite_report(batch, None, group_losses[bad], step))
         losses.append(group_losses)
     count_batches(trainer, sum(len(group) for group in losses))
     if not losses:

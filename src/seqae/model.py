@@ -15,6 +15,7 @@ from seqae import fast_path
 from seqae.checkpoints import restore_rng_states, rng_states
 from seqae.decoders import build_decoder
 from seqae.encoders import LSTMEncoder, steps_mask
+from seqae.errors import ConfigError, TrainingDivergedError
 from seqae.objectives import build_objective
 
 SCHEDULERS = (None, "plateau", "cosine")
@@ -77,21 +78,21 @@ class SequenceAutoencoder(L.LightningModule):
     ) -> None:
         super().__init__()
         if not isinstance(steps_per_call, int) or isinstance(steps_per_call, bool) or steps_per_call < 1:
-            raise ValueError(f"model.steps_per_call must be a positive integer, got {steps_per_call!r}.")
+            raise ConfigError(f"model.steps_per_call must be a positive integer, got {steps_per_call!r}.")
         if gradient_clip_val is not None and not (
             isinstance(gradient_clip_val, int | float) and gradient_clip_val > 0
         ):
-            raise ValueError(
+            raise ConfigError(
                 f"model.gradient_clip_val must be a positive number or null, got {gradient_clip_val!r}."
             )
         if scheduler not in SCHEDULERS:
-            raise ValueError(f"model.scheduler must be one of {SCHEDULERS}, got {scheduler!r}.")
+            raise ConfigError(f"model.scheduler must be one of {SCHEDULERS}, got {scheduler!r}.")
         if not (isinstance(lr, int | float) and lr > 0):
-            raise ValueError(f"model.lr must be a positive number, got {lr!r}.")
+            raise ConfigError(f"model.lr must be a positive number, got {lr!r}.")
         if max_recurrent_steps is not None and not (
             isinstance(max_recurrent_steps, int) and max_recurrent_steps >= 1
         ):
-            raise ValueError(
+            raise ConfigError(
                 f"model.max_recurrent_steps must be a positive integer or null, got {max_recurrent_steps!r}."
             )
         self.save_hyperparameters(logger=False)
@@ -231,7 +232,7 @@ class SequenceAutoencoder(L.LightningModule):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss, recon = self.training_loss(batch)
         if not math.isfinite(loss.item()):
-            raise FloatingPointError(self._non_finite_report(batch, recon, loss))
+            raise TrainingDivergedError(self._non_finite_report(batch, recon, loss))
         self.log("train/loss", loss, batch_size=recon.shape[0])
         return loss
 

@@ -16,6 +16,9 @@ from pathlib import Path
 
 import yaml
 
+from seqae.errors import RunFolderError
+from seqae.files import check_run_folder
+
 # Keys a resume sets itself; never carried over from a run's saved overrides.
 RESUME_KEYS = ("resume", "ckpt_path", "hydra.run.dir", "hydra.output_subdir")
 
@@ -78,7 +81,15 @@ def rewrite_argv(argv: list[str]) -> list[str]:
 
 
 def refuse_earlier_run_folder(args: list[str]) -> None:
-    """A fresh run pointed at an earlier run's folder stops before Hydra writes anything into it."""
+    """A fresh run pointed at an earlier run's folder, or at one that cannot be made, stops before
+    Hydra writes anything (Hydra would print a traceback for the second)."""
+    for key in ("hydra.run.dir", "hydra.sweep.dir"):
+        folder = value_of(args, key)
+        if folder is not None and "${" not in folder:
+            try:
+                check_run_folder(folder, key)
+            except RunFolderError as e:
+                sys.exit(str(e))
     run_dir = value_of(args, "hydra.run.dir")
     if run_dir is None or value_of(args, "ckpt_path") not in (None, "null"):
         return

@@ -35,6 +35,8 @@ from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from omegaconf import DictConfig
 
+from seqae.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 # Hydra overrides a rank must not inherit from the sweep: it runs one job, in the job's folder.
@@ -54,7 +56,7 @@ SWEEP_ONLY_OVERRIDES = (
 def check_precision(trainer: L.Trainer, precision: Any) -> None:
     """Refuse fp16 autocast on a CPU instead of letting Lightning quietly train in bf16."""
     if str(precision) in ("16", "16-mixed") and isinstance(trainer.accelerator, CPUAccelerator):
-        raise ValueError(
+        raise ConfigError(
             f"trainer.precision={precision} runs on a CUDA GPU only: CPUs have no fp16 autocast kernels "
             f"for the LSTM, and Lightning would silently switch this run to bf16-mixed. Use "
             f"trainer=gpu trainer.precision=16-mixed on a GPU, or trainer.precision=bf16-mixed "
@@ -75,7 +77,7 @@ def ddp_job_in_multirun(cfg: DictConfig) -> int:
     ):
         return 0  # one process, ddp_spawn/ddp_fork, or ranks a cluster (SLURM, torchrun) started
     if launcher.num_nodes > 1:
-        raise ValueError(
+        raise ConfigError(
             f"trainer.num_nodes={launcher.num_nodes} in a multirun needs a cluster launcher that starts "
             f"one process per device on every node: hydra/launcher=slurm (conf/hydra/launcher/slurm.yaml "
             f"asks SLURM for trainer.num_nodes nodes with trainer.devices tasks each), or the plugin's "

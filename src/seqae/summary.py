@@ -19,6 +19,8 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from seqae.errors import MissingFileError
+
 log = logging.getLogger(__name__)
 
 # Metric columns, in this order; any other test/* and eval/* metric follows them.
@@ -43,12 +45,10 @@ def collect(
     val/loss_best, test/*, eval/*, epochs, and the metrics named in ``keep``."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
-        raise FileNotFoundError(
-            f"{sweep_dir}: no such sweep folder (expected outputs/<task>/multiruns/<id>)."
-        )
+        raise MissingFileError(f"{sweep_dir}: no such sweep folder (expected outputs/<task>/multiruns/<id>).")
     jobs = [p for p in sweep_dir.iterdir() if (p / ".hydra" / "overrides.yaml").is_file()]
     if not jobs:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{sweep_dir} holds no job folders (<job>/.hydra/overrides.yaml); "
             f"pass the folder of a multirun, e.g. outputs/train/multiruns/<id>."
         )

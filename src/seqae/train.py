@@ -16,13 +16,13 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from seqae.budget import describe_budget
 from seqae.checkpoints import check_matches, read_checkpoint
 from seqae.console import tidy_console
+from seqae.errors import ConfigError, MissingMetricError, RunFolderError, instantiate
 from seqae.files import write_json_atomically
 from seqae.scale import check_precision, ddp_job_in_multirun, run_ddp_job
 
@@ -130,7 +130,7 @@ def optimized_metric(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
     if not name:
         return None
     if name not in metrics:
-        raise KeyError(
+        raise MissingMetricError(
             f"optimized_metric={name!r} was not logged by this run; logged metrics: {sorted(metrics)}."
         )
     return metrics[name]
@@ -140,7 +140,7 @@ def refuse_to_overwrite(output_dir: Path, ckpt_path: str | None) -> None:
     """An earlier run's results are never overwritten by a fresh run pointed at its folder."""
     earlier = [p for p in (output_dir / "metrics.json", output_dir / "checkpoints") if p.exists()]
     if earlier and ckpt_path is None:
-        raise FileExistsError(
+        raise RunFolderError(
             f"The run folder {output_dir} already holds an earlier run ({', '.join(p.name for p in earlier)}). "
             f"Refusing to overwrite it: drop the hydra.run.dir override to start a fresh run folder, "
             f"or pass ckpt_path=<checkpoint> to continue that run."
@@ -153,7 +153,7 @@ def check_devices(trainer_cfg: DictConfig) -> None:
     cores = os.cpu_count() or 1
     cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
     if cpu and isinstance(devices, int) and devices > cores:
-        raise ValueError(
+        raise ConfigError(
             f"trainer.devices={devices} asks for {devices} CPU processes, but this machine has {cores} cores. "
             f"Use trainer.devices<={cores} (e.g. trainer=ddp_cpu for 2 processes)."
         )

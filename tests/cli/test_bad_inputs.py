@@ -1,12 +1,14 @@
-"""Every bad input exits non-zero, names the culprit, and leaves an earlier run exactly as it was.
+"""Every bad input exits non-zero, names the culprit in one paragraph without a traceback, and
+leaves an earlier run exactly as it was. A real bug keeps its traceback.
 
-The README's troubleshooting table lists these cases; keep the two in step.
+The troubleshooting table (docs/reliability.md) lists these cases; keep the two in step.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 
@@ -33,6 +35,8 @@ def files(tmp: Path) -> dict[str, Path]:
     nans[7, 3, 1] = np.nan
     np.save(tmp / "nans.npy", nans)
     (tmp / "a_file").write_text("")
+    np.save(tmp / "objects.npy", np.array([{"a": 1}, None], dtype=object))
+    (tmp / "words.csv").write_text("0.1,0.2,0.3\n0.4,high,0.6\n")
     return {"corrupt": corrupt, "nans": tmp / "nans.npy", "a_file": tmp / "a_file"}
 
 
@@ -58,7 +62,14 @@ CASES = [
         ["last.ckpt", "does not match", "hidden_size"],
     ),
     ("data file with NaNs", ["data=arrays", "data.path={tmp}/nans.npy"], ["nans.npy", "NaN"]),
-    ("unwritable output folder", ["hydra.run.dir={tmp}/a_file/run"], ["a_file"]),
+    ("a .npy of Python objects", ["data=arrays", "data.path={tmp}/objects.npy"], ["objects.npy"]),
+    ("a .csv with a word in it", ["data=arrays", "data.path={tmp}/words.csv"], ["words.csv", "'high'"]),
+    (
+        "a data folder that is not there",
+        ["data=ucr", "data.root={tmp}", "data.name=Nope"],
+        ["data.name=Nope"],
+    ),
+    ("a run folder inside a file", ["hydra.run.dir={tmp}/a_file/run"], ["a_file is a file"]),
     ("fresh run into an earlier run's folder", ["hydra.run.dir={earlier}"], ["already holds an earlier run"]),
     ("resume of a folder that is not a run", ["resume={tmp}"], ["is not a seqae run folder"]),
 ]
@@ -73,10 +84,33 @@ def test_bad_input_fails_clearly_and_touches_nothing(earlier, tmp_path, name, ov
     args = [o.format(**fill) for o in overrides]
     if not any(a.startswith(("hydra.run.dir=", "resume=")) for a in args):
         args.append(f"hydra.run.dir={tmp_path / 'run'}")
-    tiny = TINY if "data=arrays" not in args else [t for t in TINY if t.split(".")[0] != "data"]
+    own_data = any(a.startswith("data=") for a in args)
+    tiny = [t for t in TINY if not (own_data and t.startswith("data."))]
     proc = run_cli(*tiny, *args)
     assert proc.returncode != 0, f"{name}: exited 0\n{proc.stdout[-2000:]}"
     for text in named:
         assert text in proc.stderr + proc.stdout, f"{name}: {text!r} not in\n{proc.stderr[-2000:]}"
+    assert "Traceback" not in proc.stderr + proc.stdout, f"{name}: a traceback\n{proc.stderr[-3000:]}"
     assert not (tmp_path / "run" / "metrics.json").exists()
     assert snapshot(earlier) == before
+
+
+class Boom(L.Callback):
+    """A bug: an exception that is no user's mistake."""
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        raise RuntimeError("boom")
+
+
+@pytest.mark.slow
+def test_the_whole_traceback_on_request_and_for_a_real_bug(tmp_path):
+    proc = run_cli(
+        *TINY, "model.hidden_size=0", f"hydra.run.dir={tmp_path / 'a'}", env={"HYDRA_FULL_ERROR": "1"}
+    )
+    assert proc.returncode != 0
+    assert "Traceback" in proc.stderr and "model.hidden_size" in proc.stderr
+    proc = run_cli(
+        *TINY, "+callbacks.boom._target_=tests.cli.test_bad_inputs.Boom", f"hydra.run.dir={tmp_path / 'b'}"
+    )
+    assert proc.returncode != 0
+    assert "Traceback" in proc.stderr and "RuntimeError: boom" in proc.stderr

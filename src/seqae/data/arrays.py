@@ -26,6 +26,7 @@ import torch
 
 from seqae.data.datamodule import DataError, SequenceData, SequenceDataModule, label_ids
 from seqae.data.rows import LazyRows, MappedArray, Windows, iter_array_chunks, open_npy
+from seqae.errors import ConfigError, MissingFileError
 
 EXTENSIONS = (".npy", ".npz", ".csv")
 LAYOUTS = ("rows", "columns")
@@ -46,13 +47,13 @@ class ArraysDataModule(SequenceDataModule):
         super().__init__(**kwargs)
         for key, value in (("window", window), ("stride", stride)):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                raise ValueError(f"data.{key} must be a positive integer or null, got {value!r}.")
+                raise ConfigError(f"data.{key} must be a positive integer or null, got {value!r}.")
         if stride is not None and window is None:
-            raise ValueError(
+            raise ConfigError(
                 f"data.stride={stride} needs data.window: the stride is the step between windows."
             )
         if layout not in LAYOUTS:
-            raise ValueError(
+            raise ConfigError(
                 f"data.layout must be one of {LAYOUTS} (how a CSV holds its sequences), got {layout!r}."
             )
         self.path = Path(str(path)).expanduser()
@@ -85,7 +86,7 @@ class ArraysDataModule(SequenceDataModule):
         """(values, lengths or None, labels or None) as stored in the file."""
         path = self.path
         if not path.is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"data.path={path}: no such file{' (it is a folder)' if path.is_dir() else ''}; expected "
                 f"a {', '.join(EXTENSIONS)} file (a relative path is taken from {Path.cwd()})."
             )
@@ -264,7 +265,7 @@ def read_csv(path: Path, layout: str) -> np.ndarray:
 def read_labels(path: Path) -> np.ndarray:
     """Labels, one per sequence: a ``.npy`` array or a text/CSV file with one label per line."""
     if not path.is_file():
-        raise FileNotFoundError(f"data.labels_path={path}: no such file; expected a .npy, .csv or .txt file.")
+        raise MissingFileError(f"data.labels_path={path}: no such file; expected a .npy, .csv or .txt file.")
     if path.suffix.lower() == ".npy":
         try:
             return np.load(path, allow_pickle=False)

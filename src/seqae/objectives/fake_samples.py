@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from torch.nn.functional import binary_cross_entropy_with_logits
 
 from seqae import objectives
+from seqae.errors import ConfigError
 from seqae.objectives import Encode
 
 
@@ -18,7 +19,7 @@ class Objective(objectives.Objective):
     ) -> None:
         super().__init__(code_size)
         if not (0.0 < shuffled <= 1.0 and weight > 0):
-            raise ValueError(f"shuffled must be in (0, 1] and weight positive, got {shuffled}, {weight}")
+            raise ConfigError(f"shuffled must be in (0, 1] and weight positive, got {shuffled}, {weight}")
         self.weight, self.shuffled = weight, shuffled
         self.head = nn.Sequential(nn.Linear(code_size, head_size), nn.ReLU(), nn.Linear(head_size, 1))
 
