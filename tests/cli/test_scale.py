@@ -43,7 +43,10 @@ def assert_rank_zero_wrote_the_metrics(run_dir: Path) -> dict:
     """metrics.json is rank 0's: written once, equal to what rank 0 logged; rank 1 ran in the same folder."""
     assert (run_dir / "train_ddp_process_1.log").is_file()
     lines = [
-        line for log in run_dir.glob("*.log") for line in log.read_text().splitlines() if "Run folder: " in line
+        line
+        for log in run_dir.glob("*.log")
+        for line in log.read_text().splitlines()
+        if "Run folder: " in line
     ]
     assert len(lines) == 1
     metrics = json.loads((run_dir / "metrics.json").read_text())
