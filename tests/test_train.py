@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from seqae.model import SequenceAutoencoder
-from seqae.train import train
+from seqae.train import hparams_summary, train
+from tests.conftest import compose_config
 
 
 def test_fast_dev_run_through_the_task(tiny_cfg):
@@ -76,3 +77,22 @@ def test_a_non_finite_loss_stops_the_run_naming_step_epoch_and_culprit(tiny_cfg,
     assert not (run / "metrics.json").exists()
     last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == 4 and all(torch.isfinite(t).all() for t in last["state_dict"].values())
+
+
+def test_the_hparams_summary_holds_what_runs_are_compared_by(tmp_path):
+    overrides = ["data=ucr", "data.root=/somewhere/archives", "data.name=GunPoint", "encoder=stacked"]
+    cfg = compose_config(overrides, tmp_path / "run")
+    summary = hparams_summary(cfg)
+    assert set(summary) == {"choices", "model", "data", "seed", "trainer"}
+    assert summary["choices"]["encoder"] == "stacked" and summary["model"]["num_layers"] == 2
+    assert summary["data"]["name"] == "GunPoint" and "root" not in summary["data"]  # where, not what
+    assert set(summary["trainer"]) == {
+        "accelerator",
+        "devices",
+        "num_nodes",
+        "precision",
+        "max_steps",
+        "max_epochs",
+        "val_check_interval",
+    }
+    assert not any(k.startswith("_") for section in ("model", "data") for k in summary[section])

@@ -160,15 +160,46 @@ def check_devices(trainer_cfg: DictConfig) -> None:
 
 
 def log_hyperparameters(trainer: L.Trainer, cfg: DictConfig) -> None:
-    """One hparams summary per run: the resolved config plus the chosen groups, with real metric columns."""
-    params = OmegaConf.to_container(cfg, resolve=True)
-    params.pop("hydra", None)
-    params["choices"] = config_choices()
+    """One hparams summary per run (``hparams_summary``), with real metric columns."""
+    params = hparams_summary(cfg)
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             logger.log_hyperparams(params, dict.fromkeys(hparam_metrics(cfg), math.nan))
         else:
             logger.log_hyperparams(params)
+
+
+# data.* keys that say where the data is, not what it is: runs on copies of a set compare equal
+PATH_KEYS = ("root", "path", "labels_path")
+# the Trainer settings a researcher compares runs by: where and how precisely, and the budget
+TRAINER_KEYS = (
+    "accelerator",
+    "devices",
+    "num_nodes",
+    "precision",
+    "max_steps",
+    "max_epochs",
+    "val_check_interval",
+)
+
+
+def hparams_summary(cfg: DictConfig) -> dict[str, Any]:
+    """What a researcher compares runs by: the chosen config groups, ``model.*``, ``data.*`` (not its
+    paths), ``seed`` and the Trainer's devices, precision and budget. Not ``_target_``s, callbacks,
+    paths or Hydra's own config."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+
+    def settings(section: str, keep: Any = lambda key: True) -> dict[str, Any]:
+        values = resolved.get(section) or {}
+        return {k: v for k, v in values.items() if not k.startswith("_") and keep(k)}
+
+    return {
+        "choices": config_choices(),
+        "model": settings("model"),
+        "data": settings("data", lambda key: key not in PATH_KEYS),
+        "seed": resolved.get("seed"),
+        "trainer": settings("trainer", lambda key: key in TRAINER_KEYS),
+    }
 
 
 def hparam_metrics(cfg: DictConfig) -> tuple[str, ...]:

@@ -33,6 +33,13 @@ def assert_a_clean_console(output: str, log: str) -> None:
     assert len(logged) == len(set(logged)), "a message written twice to train.log"
 
 
+def hparams_columns(acc: event_accumulator.EventAccumulator) -> set[str]:
+    """The HPARAMS tab's hyper-parameter columns, as TensorBoard's hparams plugin reads them."""
+    content = acc.PluginTagToContent("hparams")
+    data = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    return set(data.session_start_info.hparams)
+
+
 def hparams_metric_tags(acc: event_accumulator.EventAccumulator) -> set[str]:
     content = acc.PluginTagToContent("hparams")
     data = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"])
@@ -68,6 +75,13 @@ def test_a_run_writes_metrics_checkpoints_and_tensorboard_events(tmp_path):
     assert {"train/loss", "val/loss", "val/mse", "test/mse"} <= scalars
     assert [e.step for e in acc.Scalars("val/loss")] and len(acc.Scalars("val/loss")) == 2
     assert {"hp/val_loss_best", "test/mse"} <= hparams_metric_tags(acc)
+    columns = hparams_columns(acc)
+    assert {"choices/encoder", "choices/readout", "model/hidden_size", "data/batch_size", "seed"} <= columns
+    assert {"trainer/precision", "trainer/devices", "trainer/max_steps"} <= columns
+    unwanted = [
+        c for c in columns if re.search(r"_target_|^callbacks|^paths|^hydra|/root$|/path$|/dirpath", c)
+    ]
+    assert not unwanted, unwanted
     assert "val/reconstruction" in acc.Tags()["images"]
 
 
