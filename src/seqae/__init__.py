@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["LSTMEncoder", "SequenceAutoencoder"]
+__all__ = ["LSTMEncoder", "Run", "SequenceAutoencoder", "SequenceEncoder", "fit", "load"]
 __version__ = "0.1.0"
 
 
@@ -18,4 +18,8 @@ def __getattr__(name: str) -> Any:
         from seqae.model import SequenceAutoencoder
 
         return SequenceAutoencoder
+    if name in ("Run", "SequenceEncoder", "fit", "load"):  # the notebook door: seqae/api.py
+        from seqae import api
+
+        return getattr(api, name)
     raise AttributeError(f"module 'seqae' has no attribute {name!r}")
