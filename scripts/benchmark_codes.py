@@ -82,11 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.jobs < 1 or not names:
         parser.error("--jobs must be at least 1 and --datasets must name at least one set")
     root, out = Path(args.root).expanduser().resolve(), Path(args.out).expanduser().resolve()
-    if not args.table_only:
-        if args.fetch:
-            from seqae.data.fetch import fetch
+    if args.fetch:
+        from seqae.data.fetch import fetch
 
-            fetch(names, root)
+        fetch(names, root)
+    if not args.table_only:
         command = train_command(names, root, out, args.jobs, args.overrides)
         print("$ " + " ".join(command), flush=True)
         result = subprocess.run(command, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})

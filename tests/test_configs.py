@@ -48,7 +48,7 @@ def test_every_valid_combination_trains_and_loads_from_its_checkpoint(
     loaded = SequenceAutoencoder.load_from_checkpoint(path).eval()
     x = dm.splits["test"].x[:4]
     with torch.no_grad():
-        assert loaded.encode(x).shape == (4, 5)
+        assert loaded.encode(x).shape == (4, 5 + 2 * 3)  # the projection; each series' mean and log std
         torch.testing.assert_close(loaded(x), model.eval()(x))
 
 
