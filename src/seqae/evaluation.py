@@ -171,18 +171,24 @@ def svm_accuracy(
     max_samples: int = 10_000,
     seed: int = 0,
 ) -> float:
-    """Test accuracy of TS2Vec's SVM protocol on the codes as they are (not standardised).
+    """Test accuracy of TS2Vec's SVM protocol on the standardised codes.
 
     An RBF ``SVC(gamma="scale")``; C from ``SVM_C_GRID`` by 5-fold cross-validation, except with
     fewer than 50 training codes or fewer than 5 per class on average, where it is a hard margin
     (``C=inf``), as in TS2Vec. More than ``max_samples`` training codes are subsampled (stratified).
     Each fit stops after TS2Vec's ``max_iter`` of 10,000,000 solver iterations: a hard margin on
-    codes that no margin separates would otherwise never end.
+    codes that no margin separates would otherwise never end. TS2Vec feeds its codes as they are;
+    here they are standardised with the training codes' statistics first, as for the probe: a code
+    can mix units (with ``instance_norm`` it holds each series' level and log scale), and an SVM
+    on such raw features can fail to fit at all (libsvm: non-finite dual coefficients).
     """
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.model_selection import GridSearchCV, train_test_split
+    from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
 
+    scaler = StandardScaler().fit(train_codes)
+    train_codes, test_codes = scaler.transform(train_codes), scaler.transform(test_codes)
     svm = SVC(gamma="scale", max_iter=SVM_MAX_ITER)
     classes = len(np.unique(train_labels))
     with warnings.catch_warnings():  # a fit stopped at max_iter; a class with under 5 members in a fold
