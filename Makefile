@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: train test lint setup clean-venv
+.PHONY: train test lint docs docs-serve setup clean-venv
 
 setup: $(VENV)/.installed
 
@@ -21,6 +21,13 @@ train: setup
 # One worker per core; worksteal balances the long CLI tests (about 2.5 min on 2 cores).
 test: setup
 	$(BIN)/python -m pytest -n auto --dist worksteal
+
+# The site in docs/, built with --strict: a broken link or API reference fails the build (CI builds it).
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+docs-serve: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
