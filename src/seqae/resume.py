@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from seqae.errors import RunFolderError
-from seqae.files import check_run_folder
+from seqae.files import check_run_folder, claim_run_folder
 
 # Keys a resume sets itself; never carried over from a run's saved overrides.
 RESUME_KEYS = ("resume", "ckpt_path", "hydra.run.dir", "hydra.output_subdir")
@@ -29,7 +29,11 @@ def key_of(override: str) -> str:
 
 def value_of(argv: list[str], key: str) -> str | None:
     values = [a.split("=", 1)[1] for a in argv if "=" in a and key_of(a) == key]
-    return values[-1] if values else None
+    if not values:
+        return None
+    value = values[-1]
+    quoted = len(value) >= 2 and value[0] == value[-1] and value[0] in "'\""
+    return value[1:-1] if quoted else value  # Hydra reads key="a b" as a b
 
 
 def saved_overrides(run: Path) -> list[str]:
@@ -62,6 +66,7 @@ def rewrite_argv(argv: list[str]) -> list[str]:
             f"resume={run_dir}: {last} does not exist, so there is nothing to continue from "
             f"(the run stopped before its first epoch ended). Start it again as a fresh run."
         )
+    claim_or_exit(run)  # a second resume of the same run stops here
     new = [a for a in args if "=" in a and key_of(a) not in RESUME_KEYS]
     flags = [a for a in args if "=" not in a]
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f")
@@ -91,15 +96,25 @@ def refuse_earlier_run_folder(args: list[str]) -> None:
             except RunFolderError as e:
                 sys.exit(str(e))
     run_dir = value_of(args, "hydra.run.dir")
-    if run_dir is None or value_of(args, "ckpt_path") not in (None, "null"):
-        return
-    if "-m" in args or "--multirun" in args:
+    if run_dir is None or "-m" in args or "--multirun" in args:
         return
     run = Path(run_dir).expanduser()
     earlier = [p.name for p in (run / "metrics.json", run / "checkpoints") if p.exists()]
-    if earlier:
+    if earlier and value_of(args, "ckpt_path") in (None, "null"):
         sys.exit(
             f"hydra.run.dir={run_dir} already holds an earlier run ({', '.join(earlier)}); refusing to "
             f"overwrite it. Continue it with `python train.py resume={run_dir}`, or drop hydra.run.dir "
             f"to start a fresh run folder."
         )
+    if "${" not in run_dir:
+        claim_or_exit(run)
+
+
+def claim_or_exit(run: Path) -> None:
+    """Become the run folder's one writer before Hydra writes anything into it, or stop here."""
+    try:
+        if note := claim_run_folder(run):
+            print(note, file=sys.stderr)
+    except RunFolderError as e:
+        sys.exit(str(e))
+

@@ -36,6 +36,7 @@ from lightning.pytorch.strategies.launchers.subprocess_script import _Subprocess
 from omegaconf import DictConfig
 
 from seqae.errors import ConfigError
+from seqae.files import HELD_BY_PARENT
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ def run_ddp_job(num_processes: int) -> dict[str, Any]:
         "MASTER_PORT": str(find_free_network_port()),
         "WORLD_SIZE": str(num_processes),
         "NODE_RANK": "0",
+        HELD_BY_PARENT: str(output_dir),  # this job holds the folder's lock for its ranks
     }
     log.info("Job %s runs as %d DDP processes: %s", hydra_cfg.job.num, num_processes, " ".join(command))
     procs = [

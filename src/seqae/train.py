@@ -23,7 +23,7 @@ from seqae.budget import describe_budget
 from seqae.checkpoints import check_matches, read_checkpoint
 from seqae.console import tidy_console
 from seqae.errors import ConfigError, MissingMetricError, RunFolderError, instantiate
-from seqae.files import write_json_atomically
+from seqae.files import claim_run_folder, release_run_folder, write_json_atomically
 from seqae.scale import check_precision, ddp_job_in_multirun, run_ddp_job
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ):
         ckpt_path = str(output_dir / "checkpoints" / "last.ckpt")  # a killed job of a sweep continues
         log.info("Continuing %s from %s (skip_finished=true).", output_dir, ckpt_path)
+    if note := claim_run_folder(output_dir):  # one writer: a second process stops here (seqae/files.py)
+        log.warning(note)
+    try:  # a run that ends, even in an error, gives its folder back; a killed one leaves its lock file
+        return fit_and_test(cfg, output_dir, ckpt_path, started)
+    finally:
+        release_run_folder(output_dir)
+
+
+def fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, started: float) -> dict[str, Any]:
     refuse_to_overwrite(output_dir, ckpt_path)
     check_devices(cfg.trainer)
     if processes := ddp_job_in_multirun(cfg):  # see seqae/scale.py: the ranks run this job, not the sweep
