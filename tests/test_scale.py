@@ -179,9 +179,12 @@ def test_the_optuna_search_space_parses_into_optuna_distributions(tiny_cfg):
         tiny_cfg(f"readout={choice}")
 
 
-def test_the_slurm_launcher_starts_one_task_per_device(tiny_cfg):
+def test_the_slurm_launcher_starts_one_task_per_device_and_asks_for_gpus_only_on_gpus(tiny_cfg):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    cfg = tiny_cfg("hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2")
-    launcher = cfg.hydra.launcher
+    gpus = ("hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2")
+    launcher = tiny_cfg(*gpus, "trainer.accelerator=gpu").hydra.launcher
     assert (launcher.tasks_per_node, launcher.gpus_per_node, launcher.nodes) == (4, 4, 2)
     assert launcher._target_.endswith("SlurmLauncher")
+    # a CPU partition rejects --gpus-per-node, so a CPU job asks for none
+    launcher = tiny_cfg("hydra/launcher=slurm", "trainer=ddp_cpu").hydra.launcher
+    assert (launcher.tasks_per_node, launcher.gpus_per_node, launcher.nodes) == (2, None, 1)

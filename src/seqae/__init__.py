@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import seqae.resolvers  # noqa: F401  (${seqae.gpus_per_node:...} in conf/hydra/launcher/slurm.yaml)
+
 __all__ = ["LSTMEncoder", "Run", "SequenceAutoencoder", "SequenceEncoder", "fit", "load"]
 __version__ = "0.1.0"
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from pathlib import Path
 
 # Messages Lightning prints on every run that say nothing about the run.
 ADVERTISEMENTS = ("💡 Tip:",)
@@ -33,3 +34,26 @@ def tidy_console() -> None:
         rank_zero.addFilter(_DropAdvertisements())
     # torch 2.13 deprecates isinstance checks on LeafSpec, which Lightning's _pytree still makes
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    # on a machine with SLURM installed, every run outside SLURM is told to prepend srun
+    warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system but is not used")
+    log_rank_to_own_file()
+
+
+def log_rank_to_own_file() -> None:
+    """Ranks a cluster started (SLURM tasks, torchrun) run the user's command as it is, so Hydra
+    points every one of them at ``train.log``; the ranks after the first write to
+    ``train_ddp_process_<rank>.log`` instead, as the ranks Lightning starts itself do."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if not rank_zero_only.rank:
+        return
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+        path = Path(handler.baseFilename)
+        if path.name == "train.log":
+            own = logging.FileHandler(path.with_name(f"train_ddp_process_{rank_zero_only.rank}.log"))
+            own.setFormatter(handler.formatter)
+            own.setLevel(handler.level)
+            root.removeHandler(handler)
+            handler.close()
+            root.addHandler(own)

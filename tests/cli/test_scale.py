@@ -8,10 +8,14 @@ outputs/<task_name>/ in the repository.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
 import pytest
+from lightning.fabric.plugins.environments.lightning import find_free_network_port
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing import event_accumulator
 
@@ -95,6 +99,40 @@ def test_ddp_and_one_process_with_the_same_global_batch_reach_comparable_loss(dd
     # ends 0.7% and 1.1% away (measured), so this tolerance tells the global batch apart.
     for key in ("val/loss_best", "test/loss"):
         assert ddp[key] == pytest.approx(single[key], rel=1e-3), key
+
+
+@pytest.mark.slow
+def test_two_torchrun_nodes_train_one_run_like_one_process(tmp_path):
+    """trainer.num_nodes=2 as two torchrun "machines" on this host: the commands of docs/scaling.md,
+    with 127.0.0.1 for the first machine's address."""
+    run, port = tmp_path / "run", find_free_network_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1"]
+    torchrun += ["--master-addr=127.0.0.1", f"--master-port={port}"]
+    train_py = ["train.py", *DATA, "trainer=ddp_cpu", "trainer.devices=1", "trainer.num_nodes=2"]
+    train_py += ["trainer.log_every_n_steps=1", f"hydra.run.dir={run}"]
+    nodes = [
+        subprocess.Popen(
+            [*torchrun, f"--node-rank={rank}", *train_py],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    outputs = [node.communicate(timeout=300)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    assert (
+        "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2"
+        in (run / "train_ddp_process_1.log").read_text()
+    )
+    two_nodes = assert_rank_zero_wrote_the_metrics(run)
+    one_process = train(compose_config([*DATA, "trainer=cpu", "logger=csv"], tmp_path / "one"))
+    assert two_nodes["steps"] == one_process["steps"]  # the same global batch
+    for key in ("val/loss_best", "test/loss"):  # the tolerance of the one-node DDP test above
+        assert two_nodes[key] == pytest.approx(one_process[key], rel=1e-3), key
 
 
 @pytest.mark.slow
