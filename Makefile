@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: train test lint docs docs-serve setup clean-venv
+.PHONY: train test test-cluster lint docs docs-serve setup clean-venv
 
 setup: $(VENV)/.installed
 
@@ -21,6 +21,14 @@ train: setup
 # One worker per core; worksteal balances the long CLI tests (about 2.5 min on 2 cores).
 test: setup
 	$(BIN)/python -m pytest -n auto --dist worksteal
+
+# The SLURM tests on a one-host cluster (scripts/local_slurm.sh; needs root to install slurm-wlm and
+# munge): a 2-task DDP sweep through submitit, and preempted jobs that requeue. The cluster stops
+# afterwards, whether they pass or not.
+test-cluster: setup
+	bash scripts/local_slurm.sh start
+	SLURM_CONF=$${SEQAE_SLURM_DIR:-/tmp/seqae-slurm}/slurm.conf $(BIN)/python -m pytest -m cluster tests/cluster; \
+	status=$$?; bash scripts/local_slurm.sh stop; exit $$status
 
 # The site in docs/, built with --strict: a broken link or API reference fails the build (CI builds it).
 docs: setup

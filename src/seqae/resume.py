@@ -100,7 +100,7 @@ def refuse_earlier_run_folder(args: list[str]) -> None:
         return
     run = Path(run_dir).expanduser()
     earlier = [p.name for p in (run / "metrics.json", run / "checkpoints") if p.exists()]
-    if earlier and value_of(args, "ckpt_path") in (None, "null"):
+    if earlier and value_of(args, "ckpt_path") in (None, "null") and not restarted_by_slurm():
         sys.exit(
             f"hydra.run.dir={run_dir} already holds an earlier run ({', '.join(earlier)}); refusing to "
             f"overwrite it. Continue it with `python train.py resume={run_dir}`, or drop hydra.run.dir "
@@ -118,3 +118,8 @@ def claim_or_exit(run: Path) -> None:
     except RunFolderError as e:
         sys.exit(str(e))
 
+
+def restarted_by_slurm() -> bool:
+    """This is a SLURM job that SLURM started again (requeued after preemption, say): it continues
+    the run in its folder from ``checkpoints/last.ckpt`` (see seqae/preemption.py)."""
+    return os.environ.get("SLURM_RESTART_COUNT", "0") not in ("", "0")

@@ -17,6 +17,7 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from seqae.budget import describe_budget
@@ -24,6 +25,8 @@ from seqae.checkpoints import check_matches, read_checkpoint
 from seqae.console import tidy_console
 from seqae.errors import ConfigError, MissingMetricError, RunFolderError, instantiate
 from seqae.files import claim_run_folder, release_run_folder, write_json_atomically
+from seqae.preemption import Preempted
+from seqae.resume import restarted_by_slurm
 from seqae.scale import check_precision, ddp_job_in_multirun, run_ddp_job
 
 log = logging.getLogger(__name__)
@@ -41,13 +44,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         log.info("Skipping %s: it already holds metrics.json (skip_finished=true).", output_dir)
         return json.loads((output_dir / "metrics.json").read_text())
     ckpt_path = cfg.get("ckpt_path")
-    if (
-        ckpt_path is None
-        and cfg.get("skip_finished")
-        and (output_dir / "checkpoints" / "last.ckpt").is_file()
-    ):
-        ckpt_path = str(output_dir / "checkpoints" / "last.ckpt")  # a killed job of a sweep continues
-        log.info("Continuing %s from %s (skip_finished=true).", output_dir, ckpt_path)
+    last = output_dir / "checkpoints" / "last.ckpt"
+    if ckpt_path is None and last.is_file() and (cfg.get("skip_finished") or restarted_by_slurm()):
+        ckpt_path = str(last)  # a killed job of a sweep, or a requeued SLURM job, continues
+        why = "skip_finished=true" if cfg.get("skip_finished") else "SLURM started this job again"
+        log.info("Continuing %s from %s (%s).", output_dir, ckpt_path, why)
     if note := claim_run_folder(output_dir):  # one writer: a second process stops here (seqae/files.py)
         log.warning(note)
     try:  # a run that ends, even in an error, gives its folder back; a killed one leaves its lock file
@@ -85,7 +86,12 @@ def fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, start
             log.warning(warning)
     log_hyperparameters(trainer, cfg)
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    except SIGTERMException:  # outside a training step (seqae/preemption.py handles those)
+        raise Preempted(
+            f"Stopped on SIGTERM. Continue it from its last checkpoint with `python train.py resume={output_dir}`."
+        ) from None
     metrics = scalar_metrics(trainer.callback_metrics)
     if "val/loss_best" not in metrics and torch.isfinite(model.val_loss_best.min_value):
         # resumed from a run whose last epoch had already ended: nothing was validated this time

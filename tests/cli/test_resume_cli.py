@@ -73,6 +73,38 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
 
 
 @pytest.mark.slow
+def test_sigterm_saves_at_a_step_end_and_the_resumed_run_matches_an_uninterrupted_one(tmp_path):
+    longer = [*RUN, "trainer.max_steps=200"]  # time to arrive in the middle of training
+    whole = tmp_path / "whole"
+    assert run_cli(*longer, f"hydra.run.dir={whole}").returncode == 0
+
+    stopped = tmp_path / "stopped"
+    child = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *longer, f"hydra.run.dir={stopped}"],
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    last = stopped / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 120
+    while not last.exists() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    child.send_signal(signal.SIGTERM)  # e.g. `kill <pid>`, or a scheduler outside SLURM
+    _, stderr = child.communicate(timeout=120)
+    assert child.returncode == 1
+    assert "Traceback" not in stderr
+    assert f"saved in {last}. Continue it with `python train.py resume={stopped}`" in stderr
+    assert not (stopped / "metrics.json").exists()
+
+    assert run_cli(f"resume={stopped}").returncode == 0
+    resumed = json.loads((stopped / "metrics.json").read_text())
+    expected = json.loads((whole / "metrics.json").read_text())
+    assert numbers(resumed) == pytest.approx(numbers(expected), abs=1e-6, rel=0)
+
+
+@pytest.mark.slow
 def test_a_rerun_sweep_skips_finished_jobs_and_continues_the_others(tmp_path):
     sweep = tmp_path / "sweep"
     args = ["-m", *TINY, "trainer.max_epochs=1", "encoder=single,stacked", f"hydra.sweep.dir={sweep}"]

@@ -1,0 +1,99 @@
+"""Preemption that loses nothing: stop at the end of a training step, with a checkpoint that resumes
+exactly, and under SLURM requeue the job so that it continues in the same run folder.
+
+Lightning's own SLURM handler (``SLURMEnvironment(auto_requeue=True)``) saves its checkpoint inside
+the signal handler, at whatever line training happens to be on: halfway through an optimizer step,
+say. ``Preemption`` installs its handler first (Lightning keeps a handler that is already there), so
+the signal only marks the job; the checkpoint is written at the next step's end, as
+``checkpoints/last.ckpt``, which resumes to the same metrics as a run that was never stopped. Then,
+under SLURM, rank 0 asks for the requeue with ``scontrol requeue``, as Lightning's handler does.
+
+SIGTERM (a scheduler's preemption, ``scancel``, a user's ``kill``) is handled the same way: Lightning
+notes it, this callback saves at the step's end and, where SLURM can requeue the job, requeues it.
+Elsewhere the run stops with ``python train.py resume=<run>`` as the way on.
+
+The job that SLURM starts again finds its own folder (``SLURM_RESTART_COUNT`` > 0) and continues from
+``last.ckpt``: see ``restarted_by_slurm`` in ``seqae/resume.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import lightning as L
+from lightning.fabric.plugins.environments import SLURMEnvironment
+
+log = logging.getLogger(__name__)
+
+
+class Preempted(SystemExit):
+    """The run stopped on a signal after saving its checkpoint. A ``SystemExit``, so the job ends
+    without a traceback and submitit records no result (the requeued job writes it)."""
+
+
+class Preemption(L.Callback):
+    """On ``requeue_signal`` (SLURM's pre-timeout signal: ``sbatch --signal=USR1@<seconds>``) or
+    SIGTERM, save ``<dirpath>/last.ckpt`` at the end of the current training step, requeue the SLURM
+    job when there is one, and stop."""
+
+    def __init__(self, dirpath: str, requeue_signal: str = "SIGUSR1") -> None:
+        self.dirpath = Path(dirpath)
+        self.requeue_signal = signal.Signals[requeue_signal]
+        self.signalled: str | None = None
+        self._previous: Any = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.signalled = None
+        if SLURMEnvironment.detect():  # before Lightning's handler, which would save mid-step
+            self._previous = signal.signal(self.requeue_signal, self._note_signal)
+
+    def _note_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.signalled = signal.Signals(signum).name
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        reason = self.signalled or ("SIGTERM" if trainer.received_sigterm else None)
+        if trainer.world_size > 1:  # every rank stops at the same step, whichever was told
+            if not trainer.strategy.reduce_boolean_decision(reason is not None, all=False):
+                return
+            reason = reason or "a signal to another rank"
+        elif reason is None:
+            return
+        checkpoint = self.dirpath / "last.ckpt"
+        trainer.save_checkpoint(checkpoint)
+        requeued = trainer.is_global_zero and SLURMEnvironment.detect() and requeue_slurm_job()
+        if requeued:
+            how = f"SLURM job {slurm_job_id()} is requeued and continues from it in {self.dirpath.parent}."
+        else:
+            how = f"Continue it with `python train.py resume={self.dirpath.parent}`."
+        message = f"Stopped on {reason} after step {trainer.global_step}, saved in {checkpoint}. {how}"
+        if not trainer.is_global_zero:
+            raise Preempted(1)  # rank 0 tells the user
+        log.warning(message)
+        raise Preempted(message)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self._previous is not None:
+            signal.signal(self.requeue_signal, self._previous)
+            self._previous = None
+
+
+def slurm_job_id() -> str:
+    array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
+    if array_job:
+        return f"{array_job}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    return os.environ["SLURM_JOB_ID"]
+
+
+def requeue_slurm_job() -> bool:
+    """``scontrol requeue`` this job; False (logged) when SLURM refuses, e.g. for a job that
+    cannot be requeued."""
+    result = subprocess.run(["scontrol", "requeue", slurm_job_id()], capture_output=True, text=True)
+    if result.returncode:
+        log.warning("SLURM did not requeue job %s: %s", slurm_job_id(), result.stderr.strip())
+    return result.returncode == 0
