@@ -27,7 +27,7 @@ test: setup
 # afterwards, whether they pass or not.
 test-cluster: setup
 	bash scripts/local_slurm.sh start
-	SLURM_CONF=$${SEQAE_SLURM_DIR:-/tmp/seqae-slurm}/slurm.conf $(BIN)/python -m pytest -m cluster tests/cluster; \
+	SLURM_CONF=$${SEQAE_SLURM_DIR:-/tmp/seqae-slurm}/slurm.conf $(BIN)/python -m pytest --cluster tests/cluster; \
 	status=$$?; bash scripts/local_slurm.sh stop; exit $$status
 
 # The site in docs/, built with --strict: a broken link or API reference fails the build (CI builds it).

@@ -55,6 +55,21 @@ def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
     return compose_train_config(CONF, overrides, output_dir)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--cluster",
+        action="store_true",
+        help="run tests/cluster/ too: they need the local SLURM cluster (make test-cluster starts it)",
+    )
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    # tests/cluster/ is its own suite (make test-cluster), so `make test` needs no cluster
+    if collection_path.name == "cluster" and not config.getoption("--cluster"):
+        return True
+    return None
+
+
 @pytest.fixture
 def tiny_cfg(tmp_path: Path):
     def make(*overrides: str) -> DictConfig:

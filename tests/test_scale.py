@@ -185,6 +185,7 @@ def test_the_slurm_launcher_starts_one_task_per_device_and_asks_for_gpus_only_on
     launcher = tiny_cfg(*gpus, "trainer.accelerator=gpu").hydra.launcher
     assert (launcher.tasks_per_node, launcher.gpus_per_node, launcher.nodes) == (4, 4, 2)
     assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher.additional_parameters.signal == "USR1@120"  # the signal seqae's preemption answers
     # a CPU partition rejects --gpus-per-node, so a CPU job asks for none
     launcher = tiny_cfg("hydra/launcher=slurm", "trainer=ddp_cpu").hydra.launcher
     assert (launcher.tasks_per_node, launcher.gpus_per_node, launcher.nodes) == (2, None, 1)

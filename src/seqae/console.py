@@ -35,7 +35,9 @@ def tidy_console() -> None:
     # torch 2.13 deprecates isinstance checks on LeafSpec, which Lightning's _pytree still makes
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     # on a machine with SLURM installed, every run outside SLURM is told to prepend srun
-    warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system but is not used")
+    warnings.filterwarnings(
+        "ignore", message=r"The `srun` command is available on your system but is not used"
+    )
     log_rank_to_own_file()
 
 

@@ -22,6 +22,7 @@ import logging
 import os
 import signal
 import subprocess
+import threading
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -50,7 +51,8 @@ class Preemption(L.Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.signalled = None
-        if SLURMEnvironment.detect():  # before Lightning's handler, which would save mid-step
+        # before Lightning's handler, which would save mid-step; signals reach the main thread only
+        if SLURMEnvironment.detect() and threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(self.requeue_signal, self._note_signal)
 
     def _note_signal(self, signum: int, frame: FrameType | None) -> None:

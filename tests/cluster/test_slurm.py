@@ -15,8 +15,6 @@ import pytest
 
 from tests.conftest import ROOT, TINY, run_cli
 
-pytestmark = pytest.mark.cluster
-
 # Long enough (200 steps, a few seconds) for a signal to arrive mid-training; dropout and
 # deterministic kernels, so exactness needs the RNG states and the loader's position too.
 RUN = [
