@@ -68,14 +68,13 @@ class Preemption(L.Callback):
             return
         checkpoint = self.dirpath / "last.ckpt"
         trainer.save_checkpoint(checkpoint)
-        requeued = trainer.is_global_zero and SLURMEnvironment.detect() and requeue_slurm_job()
-        if requeued:
+        if not trainer.is_global_zero:
+            raise Preempted(1)  # rank 0 requeues the job and tells the user
+        if SLURMEnvironment.detect() and requeue_slurm_job():
             how = f"SLURM job {slurm_job_id()} is requeued and continues from it in {self.dirpath.parent}."
         else:
             how = f"Continue it with `python train.py resume={self.dirpath.parent}`."
         message = f"Stopped on {reason} after step {trainer.global_step}, saved in {checkpoint}. {how}"
-        if not trainer.is_global_zero:
-            raise Preempted(1)  # rank 0 tells the user
         log.warning(message)
         raise Preempted(message)
 
