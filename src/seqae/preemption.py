@@ -1,16 +1,19 @@
 """Preemption that loses nothing: stop at the end of a training step, with a checkpoint that resumes
 exactly, and under SLURM requeue the job so that it continues in the same run folder.
 
-Lightning's own SLURM handler (``SLURMEnvironment(auto_requeue=True)``) saves its checkpoint inside
-the signal handler, at whatever line training happens to be on: halfway through an optimizer step,
-say. ``Preemption`` installs its handler first (Lightning keeps a handler that is already there), so
-the signal only marks the job; the checkpoint is written at the next step's end, as
-``checkpoints/last.ckpt``, which resumes to the same metrics as a run that was never stopped. Then,
-under SLURM, rank 0 asks for the requeue with ``scontrol requeue``, as Lightning's handler does.
+The signal handlers only mark the run; everything else happens at the next training step's end,
+where the ranks of a DDP run agree (one all-reduce) to stop at the same step. There the checkpoint is
+written, as ``checkpoints/last.ckpt``, which resumes to the same metrics as a run that was never
+stopped, and under SLURM rank 0 asks for the requeue with ``scontrol requeue``. Elsewhere the run
+stops with ``python train.py resume=<run>`` as the way on.
 
-SIGTERM (a scheduler's preemption, ``scancel``, a user's ``kill``) is handled the same way: Lightning
-notes it, this callback saves at the step's end and, where SLURM can requeue the job, requeues it.
-Elsewhere the run stops with ``python train.py resume=<run>`` as the way on.
+Lightning's own handlers do more inside the handler, which is wherever training happens to be:
+its SLURM handler (``SLURMEnvironment(auto_requeue=True)``) saves a checkpoint, halfway through an
+optimizer step, say, and its SIGTERM handler broadcasts to the other ranks. A collective started
+inside a signal handler meets a different collective on the other rank and deadlocks the job (or
+one rank stops alone while the other waits). So ``Preemption`` installs its requeue-signal handler
+before Lightning registers its own (Lightning keeps one that is already there), and takes SIGTERM
+back once Lightning has registered its handler, before the first training step.
 
 The job that SLURM starts again finds its own folder (``SLURM_RESTART_COUNT`` > 0) and continues from
 ``last.ckpt``: see ``restarted_by_slurm`` in ``seqae/resume.py``.
@@ -47,16 +50,28 @@ class Preemption(L.Callback):
         self.dirpath = Path(dirpath)
         self.requeue_signal = signal.Signals[requeue_signal]
         self.signalled: str | None = None
-        self._previous: Any = None
+        self._before: dict[signal.Signals, Any] = {}
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.signalled = None
-        # before Lightning's handler, which would save mid-step; signals reach the main thread only
-        if SLURMEnvironment.detect() and threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(self.requeue_signal, self._note_signal)
+        if threading.current_thread() is not threading.main_thread():
+            return  # signals reach the main thread only
+        watched = [signal.SIGTERM, *([self.requeue_signal] if SLURMEnvironment.detect() else [])]
+        self._before = {s: signal.signal(s, self._note_signal) for s in watched}
+
+    def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._take_back_sigterm()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._take_back_sigterm()
+
+    def _take_back_sigterm(self) -> None:
+        """Lightning registers its SIGTERM handler after ``on_fit_start``; replace it (see above)."""
+        if self._before and signal.getsignal(signal.SIGTERM) != self._note_signal:
+            signal.signal(signal.SIGTERM, self._note_signal)
 
     def _note_signal(self, signum: int, frame: FrameType | None) -> None:
-        self.signalled = signal.Signals(signum).name
+        self.signalled = self.signalled or signal.Signals(signum).name
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
         reason = self.signalled or ("SIGTERM" if trainer.received_sigterm else None)
@@ -79,9 +94,9 @@ class Preemption(L.Callback):
         raise Preempted(message)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self._previous is not None:
-            signal.signal(self.requeue_signal, self._previous)
-            self._previous = None
+        for signum, handler in self._before.items():
+            signal.signal(signum, handler)
+        self._before = {}
 
 
 def slurm_job_id() -> str:

@@ -73,8 +73,12 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_sigterm_saves_at_a_step_end_and_the_resumed_run_matches_an_uninterrupted_one(tmp_path):
-    longer = [*RUN, "trainer.max_steps=200"]  # time to arrive in the middle of training
+@pytest.mark.parametrize("processes", [1, 2], ids=["one-process", "ddp"])
+def test_sigterm_saves_at_a_step_end_and_the_resumed_run_matches_an_uninterrupted_one(tmp_path, processes):
+    """`kill <pid>`, or a scheduler outside SLURM. Under DDP every rank gets the signal at once, as
+    from a scheduler or Ctrl-C in a terminal, each at a different line: the ranks must still agree
+    on the step to stop at, and neither deadlock nor leave one rank waiting."""
+    longer = [*RUN, "trainer.max_steps=200", *(["trainer=ddp_cpu"] if processes == 2 else [])]
     whole = tmp_path / "whole"
     assert run_cli(*longer, f"hydra.run.dir={whole}").returncode == 0
 
@@ -86,13 +90,18 @@ def test_sigterm_saves_at_a_step_end_and_the_resumed_run_matches_an_uninterrupte
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # its own process group: the run's ranks, nothing of pytest's
     )
     last = stopped / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 120
     while not last.exists() and child.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
-    child.send_signal(signal.SIGTERM)  # e.g. `kill <pid>`, or a scheduler outside SLURM
-    _, stderr = child.communicate(timeout=120)
+    os.killpg(child.pid, signal.SIGTERM)
+    try:
+        _, stderr = child.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        pytest.fail(f"the run did not stop within 120 s of SIGTERM:\n{child.communicate()[1][-3000:]}")
     assert child.returncode == 1
     assert "Traceback" not in stderr
     assert f"saved in {last}. Continue it with `python train.py resume={stopped}`" in stderr
