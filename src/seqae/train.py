@@ -55,6 +55,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         return fit_and_test(cfg, output_dir, ckpt_path, started)
     finally:
         release_run_folder(output_dir)
+        end_process_group()
+
+
+def end_process_group() -> None:
+    """Destroy the DDP process group that Lightning leaves behind. A process that exits with a gloo
+    group alive can abort in the interpreter's shutdown ("terminate called without an active
+    exception", SIGABRT) after a run that succeeded, which fails its sweep or SLURM job."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, started: float) -> dict[str, Any]:
