@@ -65,7 +65,7 @@ PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP OverSubscr
 EOF
 }
 
-running() { [ -f "$DIR/$1.pid" ] && kill -0 "$(cat "$DIR/$1.pid")" 2> /dev/null; }
+running() { local pid; pid=$(cat "$DIR/$1.pid" 2> /dev/null) && kill -0 "$pid" 2> /dev/null; }
 
 start() {
     mkdir -p "$DIR"
@@ -90,10 +90,11 @@ start() {
 }
 
 stop() {
+    local pid
     for daemon in slurmd slurmctld munged; do
-        if running $daemon; then
-            kill "$(cat "$DIR/$daemon.pid")"
-            for _ in $(seq 50); do running $daemon || break; sleep 0.1; done
+        if pid=$(cat "$DIR/$daemon.pid" 2> /dev/null) && kill -0 "$pid" 2> /dev/null; then
+            kill "$pid"
+            for _ in $(seq 50); do kill -0 "$pid" 2> /dev/null || break; sleep 0.1; done
         fi
         rm -f "$DIR/$daemon.pid"
     done

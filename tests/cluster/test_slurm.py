@@ -96,9 +96,15 @@ def test_preempted_jobs_are_requeued_and_end_like_uninterrupted_ones(local_sweep
         stderr=subprocess.STDOUT,
         text=True,
     )
-    deadline = time.monotonic() + 480
+    deadline = time.monotonic() + 300
     signalled: dict[int, str] = {}
+    last_seen_queued = time.monotonic()
     while sweeper.poll() is None and time.monotonic() < deadline:
+        # without accounting (sacct), submitit waits for ever for a job that ended without a result
+        if subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.strip():
+            last_seen_queued = time.monotonic()
+        elif time.monotonic() - last_seen_queued > 30:
+            break
         for job, sig in ((0, "USR1"), (1, "TERM")):
             if job not in signalled and (sweep / str(job) / "checkpoints" / "last.ckpt").exists():
                 signalled[job] = array_task(sweep, job)
@@ -109,7 +115,12 @@ def test_preempted_jobs_are_requeued_and_end_like_uninterrupted_ones(local_sweep
             if line.endswith("BeginTime"):
                 subprocess.run(["scontrol", "update", f"JobId={line.split()[0]}", "StartTime=now"])
         time.sleep(0.05)
-    output = sweeper.communicate(timeout=60)[0]
+    if sweeper.poll() is None:
+        sweeper.kill()
+        pytest.fail(
+            f"the sweep did not end (300 s at most; 30 s with no job queued)\n{what_slurm_and_the_jobs_say(sweep)}"
+        )
+    output = sweeper.communicate()[0]
     assert sweeper.returncode == 0, output[-3000:]
     assert sorted(signalled) == [0, 1]
     for job, sig in ((0, "SIGUSR1"), (1, "SIGTERM")):
@@ -118,3 +129,18 @@ def test_preempted_jobs_are_requeued_and_end_like_uninterrupted_ones(local_sweep
         assert f"Stopped on {sig} after step" in log and f"SLURM job {signalled[job]} is requeued" in log
         assert "(SLURM started this job again)" in log
         assert numbers(run) == pytest.approx(numbers(local_sweep / str(job)), abs=1e-6, rel=0)
+
+
+def what_slurm_and_the_jobs_say(sweep: Path) -> str:
+    """For a sweep that hangs: the queue, and the end of each job's logs (seqae's and submitit's)."""
+    queue = subprocess.run(["squeue", "-o", "%i %T %r %M"], capture_output=True, text=True).stdout
+    logs = (
+        sorted(sweep.glob("*/*.log"))
+        + sorted(sweep.glob(".submitit/*/*.out"))
+        + sorted(sweep.glob(".submitit/*/*.err"))
+    )
+    tails = [
+        f"--- {p.relative_to(sweep)}\n" + "\n".join(p.read_text(errors="replace").splitlines()[-15:])
+        for p in logs
+    ]
+    return "\n".join([f"squeue:\n{queue}", *tails])
