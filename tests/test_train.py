@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import lightning as L
 import pytest
@@ -101,6 +102,11 @@ def test_the_hparams_summary_holds_what_runs_are_compared_by(tmp_path):
 def test_a_ddp_run_leaves_no_process_group_behind(tiny_cfg):
     """Gloo's threads can abort a process that exits with its group alive, after a run that
     succeeded; every rank's run destroys the group at its end."""
-    metrics = train(tiny_cfg("debug=limit", "trainer.strategy=ddp", "trainer.devices=1"))
+    environment = dict(os.environ)
+    try:
+        metrics = train(tiny_cfg("debug=limit", "trainer.strategy=ddp", "trainer.devices=1"))
+    finally:  # Lightning's launcher exports LOCAL_RANK, WORLD_SIZE, ...; the CLI tests must not inherit them
+        os.environ.clear()
+        os.environ.update(environment)
     assert metrics["steps"] > 0
     assert not torch.distributed.is_initialized()
