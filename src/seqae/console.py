@@ -4,7 +4,8 @@ Hydra's job logging gives the root logger a console handler and a file handler. 
 package adds a console handler of its own at import, so every Lightning message would be printed
 twice; it also advertises a cloud logger on every run, and its tree utilities trip a torch
 deprecation warning on every fit. ``tidy_console()`` routes Lightning's messages through the root
-logger alone and drops those two.
+logger alone and drops those two. ``SweepConsole`` does the same for submitit in a SLURM sweep's
+launching process.
 """
 
 from __future__ import annotations
@@ -12,6 +13,10 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
 
 # Messages Lightning prints on every run that say nothing about the run.
 ADVERTISEMENTS = ("💡 Tip:",)
@@ -59,3 +64,19 @@ def log_rank_to_own_file() -> None:
             root.removeHandler(handler)
             handler.close()
             root.addHandler(own)
+
+
+class SweepConsole(Callback):
+    """Hydra callback. submitit configures its logger at import with two console handlers, stdout
+    and stderr, and lets it propagate to Hydra's, so each of its warnings (one per status poll
+    where ``sacct`` fails) would reach a terminal three times. Route it through Hydra's alone."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if "submitit" not in str(config.hydra.launcher.get("_target_", "")):
+            return
+        import submitit  # noqa: F401  (configures the logger that is tidied here)
+
+        logger = logging.getLogger("submitit")
+        for handler in [h for h in logger.handlers if type(h) is logging.StreamHandler]:
+            logger.removeHandler(handler)
+        logger.propagate = True

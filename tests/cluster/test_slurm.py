@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -56,10 +57,21 @@ def numbers(run: Path) -> dict:
     return {k: v for k, v in metrics.items() if isinstance(v, int | float) and k != "seconds"}
 
 
+def log_messages(output: str) -> list[str]:
+    """The log records in a console's output, without the prefix that says who printed them
+    (submitit's own handlers print ``submitit WARNING (<time>) - ``, Hydra's ``[<time>][HYDRA] ``)."""
+    prefix = re.compile(r"^(submitit [A-Z]+ \([^)]*\) - |\[[^\]]*\]\[[^\]]*\] )")
+    return [prefix.sub("", line) for line in output.splitlines() if prefix.match(line)]
+
+
 def test_a_slurm_sweep_runs_each_job_as_a_two_task_ddp_job_like_a_local_sweep(local_sweep, tmp_path):
     sweep = tmp_path / "sweep"
     proc = run_cli("-m", *RUN, *SLURM, "trainer=ddp_cpu", f"hydra.sweep.dir={sweep}", timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    messages = log_messages(proc.stdout + proc.stderr)
+    assert messages, "no log records on the sweep's console"
+    repeated = {m for m in messages if messages.count(m) > 1}
+    assert not repeated, f"printed more than once: {repeated}"
     assert (sweep / "summary.csv").is_file() and (sweep / "summary.md").is_file()
     for job in ("0", "1"):
         run = sweep / job
