@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import lightning as L
 import pytest
 import torch
+from hydra.utils import instantiate
 
 from seqae.model import SequenceAutoencoder
 from seqae.train import hparams_summary, train
@@ -27,14 +29,17 @@ def test_task_writes_metrics_checkpoints_and_the_best_checkpoint_reproduces_test
     assert on_disk == pytest.approx(metrics) or on_disk == metrics
     assert on_disk["encoder"] == "stacked" and on_disk["readout"] == "cell"
     assert {"val/loss_best", "test/loss", "test/mse", "test/mae"} <= set(on_disk)
+    # epochs are passes over the training data, not Lightning's (a step budget makes one of those)
+    dm = instantiate(cfg.data)
+    dm.setup("fit")
+    batches = math.ceil(len(dm.splits["train"]) / cfg.data.batch_size)
+    assert on_disk["steps"] == cfg.trainer.max_steps and batches < cfg.trainer.max_steps
+    assert on_disk["epochs"] == pytest.approx(cfg.trainer.max_steps / batches, abs=0.01)
     assert (run / "checkpoints" / "best.ckpt").exists() and (run / "checkpoints" / "last.ckpt").exists()
     last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert (
         last["global_step"] == cfg.trainer.max_steps
     )  # refreshed at every validation, not only on improvement
-
-    import lightning as L
-    from hydra.utils import instantiate
 
     model = SequenceAutoencoder.load_from_checkpoint(run / "checkpoints" / "best.ckpt")
     dm = instantiate(cfg.data)

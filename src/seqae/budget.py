@@ -27,7 +27,7 @@ def describe_budget(trainer: L.Trainer, train_sequences: int, batch_size: int) -
     first validation while a callback waits on ``val/loss``."""
     if trainer.fast_dev_run or trainer.overfit_batches:
         return "Training budget: set by the debug mode (fast_dev_run / overfit_batches).", None
-    batches = _limited(math.ceil(train_sequences / batch_size), trainer.limit_train_batches)
+    batches = batches_per_pass(trainer, train_sequences, batch_size)
     max_steps, max_epochs = trainer.max_steps, trainer.max_epochs
     by_epochs = max_epochs * batches if max_epochs is not None and max_epochs >= 0 else math.inf
     steps = min(max_steps if max_steps >= 0 else math.inf, by_epochs)
@@ -72,6 +72,13 @@ def describe_budget(trainer: L.Trainer, train_sequences: int, batch_size: int) -
             f"{train_sequences:,} training sequences; raise trainer.max_steps to train on all of them."
         )
     return "; ".join(parts) + ".", warning
+
+
+def batches_per_pass(trainer: L.Trainer, train_sequences: int, batch_size: int) -> int:
+    """Optimizer steps in one pass over the training data (``batch_size`` is the global batch).
+    A run's ``epochs`` in ``metrics.json`` are its steps over this: passes over the data, not
+    Lightning's epochs, of which a step budget makes one."""
+    return _limited(math.ceil(train_sequences / batch_size), trainer.limit_train_batches)
 
 
 def _limited(batches: int, limit: int | float) -> int:

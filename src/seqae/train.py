@@ -20,7 +20,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from seqae.budget import describe_budget
+from seqae.budget import batches_per_pass, describe_budget
 from seqae.checkpoints import check_matches, read_checkpoint
 from seqae.console import tidy_console
 from seqae.errors import ConfigError, MissingMetricError, RunFolderError, instantiate
@@ -88,7 +88,8 @@ def fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, start
     callbacks, loggers = instantiate_each(cfg.get("callbacks")), instantiate_each(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     check_precision(trainer, cfg.trainer.get("precision"))
-    budget, warning = describe_budget(trainer, len(datamodule.splits["train"]), datamodule.batch_size)
+    train_sequences = len(datamodule.splits["train"])
+    budget, warning = describe_budget(trainer, train_sequences, datamodule.batch_size)
     if trainer.is_global_zero:
         log.info(budget)
         if warning:
@@ -120,9 +121,9 @@ def fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, start
         k: v for k, v in sorted(metrics.items()) if k.split("/")[0] in ("train", "val", "test", "eval")
     }
     seconds = round(time.monotonic() - started, 1)  # this process's: a resumed run counts its own part
-    metrics.update(
-        epochs=trainer.current_epoch, steps=trainer.global_step, seconds=seconds, **config_choices()
-    )
+    per_pass = batches_per_pass(trainer, train_sequences, datamodule.batch_size)
+    epochs = round(trainer.global_step / per_pass, 2)  # passes over the training data
+    metrics.update(epochs=epochs, steps=trainer.global_step, seconds=seconds, **config_choices())
     if trainer.is_global_zero:
         write_json_atomically(output_dir / "metrics.json", metrics)
         log.info(run_summary(output_dir, metrics))
