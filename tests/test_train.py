@@ -115,3 +115,18 @@ def test_a_ddp_run_leaves_no_process_group_behind(tiny_cfg):
         os.environ.update(environment)
     assert metrics["steps"] > 0
     assert not torch.distributed.is_initialized()
+
+
+def test_threads_holds_under_ddp(tiny_cfg):
+    """`threads=N` is what each rank uses: Lightning's DDP launcher would otherwise give a rank all
+    the cores it thinks it has (two torchrun "nodes" on one host: twice the cores, 50x slower)."""
+    threads = (os.cpu_count() or 1) + 1  # never what Lightning would choose (cores / processes)
+    environment = dict(os.environ)
+    os.environ.pop("OMP_NUM_THREADS", None)
+    try:
+        train(tiny_cfg("debug=limit", "trainer.strategy=ddp", "trainer.devices=1", f"threads={threads}"))
+        assert torch.get_num_threads() == threads
+    finally:
+        os.environ.clear()
+        os.environ.update(environment)
+        torch.set_num_threads(1)

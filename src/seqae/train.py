@@ -73,6 +73,8 @@ def fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, start
         return run_ddp_job(processes)
     if cfg.get("threads"):
         torch.set_num_threads(cfg.threads)
+        # Lightning's DDP launchers reset torch's threads to cores / local processes unless it is set
+        os.environ["OMP_NUM_THREADS"] = str(cfg.threads)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
 

@@ -106,11 +106,11 @@ def test_two_torchrun_nodes_train_one_run_like_one_process(tmp_path):
     """trainer.num_nodes=2 as two torchrun "machines" on this host: the commands of docs/scaling.md,
     with 127.0.0.1 for the first machine's address."""
     run, port = tmp_path / "run", find_free_network_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"} | {"PYTHONWARNINGS": "ignore"}
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1"]
     torchrun += ["--master-addr=127.0.0.1", f"--master-port={port}"]
     train_py = ["train.py", *DATA, "trainer=ddp_cpu", "trainer.devices=1", "trainer.num_nodes=2"]
-    train_py += ["trainer.log_every_n_steps=1", f"hydra.run.dir={run}"]
+    train_py += ["threads=1", "trainer.log_every_n_steps=1", f"hydra.run.dir={run}"]
     nodes = [
         subprocess.Popen(
             [*torchrun, f"--node-rank={rank}", *train_py],
