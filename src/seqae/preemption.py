@@ -82,7 +82,7 @@ class Preemption(L.Callback):
         elif reason is None:
             return
         checkpoint = self.dirpath / "last.ckpt"
-        trainer.save_checkpoint(checkpoint)
+        trainer.save_checkpoint(checkpoint, weights_only=False)  # all of it: it resumes the run
         if not trainer.is_global_zero:
             raise Preempted(1)  # rank 0 requeues the job and tells the user
         if SLURMEnvironment.detect() and requeue_slurm_job():

@@ -98,12 +98,13 @@ def test_sigterm_saves_at_a_step_end_and_the_resumed_run_matches_an_uninterrupte
         time.sleep(0.005)
     os.killpg(child.pid, signal.SIGTERM)
     try:
-        _, stderr = child.communicate(timeout=120)
+        stdout, stderr = child.communicate(timeout=120)
     except subprocess.TimeoutExpired:
         os.killpg(child.pid, signal.SIGKILL)
         pytest.fail(f"the run did not stop within 120 s of SIGTERM:\n{child.communicate()[1][-3000:]}")
     assert child.returncode == 1
     assert "Traceback" not in stderr
+    assert "weights_only" not in stdout  # Lightning's note on a save that did not say what it saves
     assert f"saved in {last}. Continue it with `python train.py resume={stopped}`" in stderr
     assert not (stopped / "metrics.json").exists()
 
