@@ -190,10 +190,52 @@ def log_hyperparameters(trainer: L.Trainer, cfg: DictConfig) -> None:
     """One hparams summary per run (``hparams_summary``), with real metric columns."""
     params = hparams_summary(cfg)
     for logger in trainer.loggers:
+        logger.log_hyperparams(params)  # TensorBoard's writes hparams.yaml only (default_hp_metric: false)
         if isinstance(logger, TensorBoardLogger):
-            logger.log_hyperparams(params, dict.fromkeys(hparam_metrics(cfg), math.nan))
-        else:
-            logger.log_hyperparams(params)
+            write_hparams_summary(logger, params, hparam_metrics(cfg), overridden_hparams())
+
+
+def write_hparams_summary(
+    logger: TensorBoardLogger, params: dict[str, Any], metrics: tuple[str, ...], changed: set[str]
+) -> None:
+    """What ``TensorBoardLogger.log_hyperparams(params, metrics)`` writes, with the hparams in
+    ``changed`` marked as differing. TensorBoard's HPARAMS tab lists those first and shows the first
+    five: the settings a run or sweep changed, not the alphabetical five (choices/callbacks, ...)."""
+    from tensorboard.plugins.hparams import plugin_data_pb2
+    from torch.utils.tensorboard.summary import hparams
+
+    def flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in values.items():
+            if isinstance(value, dict):
+                out |= flat(value, f"{prefix}{key}/")
+            else:
+                out[f"{prefix}{key}"] = value if isinstance(value, bool | int | float | str) else str(value)
+        return out
+
+    placeholders = dict.fromkeys(metrics, math.nan)  # real values arrive as the run logs them
+    experiment, start, end = hparams(flat(params), placeholders)
+    content = experiment.value[0].metadata.plugin_data
+    data = plugin_data_pb2.HParamsPluginData.FromString(content.content)
+    for info in data.experiment.hparam_infos:
+        info.differs = info.name in changed
+    content.content = data.SerializeToString()
+    logger.log_metrics(placeholders)
+    for summary in (experiment, start, end):
+        logger.experiment.file_writer.add_summary(summary)
+
+
+def overridden_hparams() -> set[str]:
+    """The hparams columns this run's command line set: ``encoder=stacked`` is choices/encoder,
+    ``model.lr=1e-3`` model/lr."""
+    if not HydraConfig.initialized():
+        return set()
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    choices = config_choices()
+    overrides = OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task))
+    keys = [o.key_or_group for o in overrides]
+    return {f"choices/{key}" if key in choices else key.replace(".", "/") for key in keys}
 
 
 # data.* keys that say where the data is, not what it is: runs on copies of a set compare equal

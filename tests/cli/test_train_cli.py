@@ -46,6 +46,13 @@ def hparams_metric_tags(acc: event_accumulator.EventAccumulator) -> set[str]:
     return {m.name.tag for m in data.experiment.metric_infos}
 
 
+def hparams_shown_first(acc: event_accumulator.EventAccumulator) -> set[str]:
+    """The columns the HPARAMS tab lists first and shows by default: those marked as differing."""
+    content = acc.PluginTagToContent("hparams")
+    data = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"])
+    return {h.name for h in data.experiment.hparam_infos if h.differs}
+
+
 @pytest.mark.slow
 def test_a_run_writes_metrics_checkpoints_and_tensorboard_events(tmp_path):
     run_dir = tmp_path / "run"
@@ -82,6 +89,14 @@ def test_a_run_writes_metrics_checkpoints_and_tensorboard_events(tmp_path):
         c for c in columns if re.search(r"_target_|^callbacks|^paths|^hydra|/root$|/path$|/dirpath", c)
     ]
     assert not unwanted, unwanted
+    # what the command line set, not the alphabetical first five (choices/callbacks, choices/data, ...)
+    assert hparams_shown_first(acc) == {
+        "choices/encoder",
+        "choices/readout",
+        "model/hidden_size",
+        *(f"data/{key}" for key in ("num_sequences", "seq_len", "num_features", "batch_size")),
+        *(f"trainer/{key}" for key in ("max_steps", "val_check_interval", "accelerator")),
+    }
     assert "val/reconstruction" in acc.Tags()["images"]
 
 
