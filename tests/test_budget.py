@@ -39,6 +39,8 @@ def test_an_epoch_budget_still_counts_in_steps():
     line, _ = describe_budget(t, train_sequences=100, batch_size=10)
     assert line.startswith("Training budget: 40 optimizer steps = 4.00 passes")
     assert "validating every 10 steps (4 times)" in line
+    line, _ = describe_budget(trainer(max_steps=200), train_sequences=100, batch_size=10)
+    assert "validating every 150 steps (once)" in line
 
 
 def test_a_budget_without_an_end_or_a_validation_is_refused():

@@ -58,7 +58,8 @@ def describe_budget(trainer: L.Trainer, train_sequences: int, batch_size: int) -
     if validations:
         limit = trainer.limit_val_batches
         size = f", at most {limit} batches each" if isinstance(limit, int) else ""
-        parts.append(f"validating every {every:,} steps ({validations} times{size})")
+        times = "once" if validations == 1 else f"{validations} times"
+        parts.append(f"validating every {every:,} steps ({times}{size})")
     stopper = next((c for c in trainer.callbacks if isinstance(c, EarlyStopping)), None)
     if stopper is not None and validations:
         parts.append(
