@@ -17,6 +17,7 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
@@ -195,6 +196,7 @@ def log_hyperparameters(trainer: L.Trainer, cfg: DictConfig) -> None:
             write_hparams_summary(logger, params, hparam_metrics(cfg), overridden_hparams())
 
 
+@rank_zero_only  # as Lightning's log_hyperparams: the other ranks' loggers write nothing
 def write_hparams_summary(
     logger: TensorBoardLogger, params: dict[str, Any], metrics: tuple[str, ...], changed: set[str]
 ) -> None:
