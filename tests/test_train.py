@@ -42,7 +42,6 @@ def test_task_writes_metrics_checkpoints_and_the_best_checkpoint_reproduces_test
     )  # refreshed at every validation, not only on improvement
 
     model = SequenceAutoencoder.load_from_checkpoint(run / "checkpoints" / "best.ckpt")
-    dm = instantiate(cfg.data)
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
     again = trainer.test(model, datamodule=dm, verbose=False)[0]["test/loss"]
     assert again == pytest.approx(metrics["test/loss"], rel=1e-5)
