@@ -27,13 +27,19 @@ class _DropAdvertisements(logging.Filter):
         return not str(record.msg).startswith(ADVERTISEMENTS)
 
 
+def print_through_root(name: str) -> None:
+    """A library logger's own console handlers go; its records reach the console (and train.log)
+    through the root logger's handlers, which Hydra configured, once."""
+    logger = logging.getLogger(name)
+    for handler in [h for h in logger.handlers if type(h) is logging.StreamHandler]:
+        logger.removeHandler(handler)
+    logger.propagate = True
+
+
 def tidy_console() -> None:
     """Idempotent; call it once Hydra has configured logging and Lightning is imported."""
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
-        logger = logging.getLogger(name)
-        for handler in [h for h in logger.handlers if type(h) is logging.StreamHandler]:
-            logger.removeHandler(handler)
-        logger.propagate = True
+        print_through_root(name)
     rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, _DropAdvertisements) for f in rank_zero.filters):
         rank_zero.addFilter(_DropAdvertisements())
@@ -76,7 +82,4 @@ class SweepConsole(Callback):
             return
         import submitit  # noqa: F401  (configures the logger that is tidied here)
 
-        logger = logging.getLogger("submitit")
-        for handler in [h for h in logger.handlers if type(h) is logging.StreamHandler]:
-            logger.removeHandler(handler)
-        logger.propagate = True
+        print_through_root("submitit")
