@@ -80,3 +80,22 @@ def test_x_of_the_wrong_shape_is_named():
         seqae.fit(np.zeros(5))
     with pytest.raises(ConfigError, match="give its lengths and labels in the file"):
         seqae.fit("series.npy", labels=[0, 1])
+
+
+@pytest.mark.slow
+def test_variable_length_series_with_gaps_fit_encode_and_transform_to_finite_codes(tmp_path):
+    """NaN-padded shorter series and NaN gaps inside series, through every door alike."""
+    x, y = two_classes(48)
+    x[::3, 8:] = np.nan  # a third of the series are 8 steps long
+    x[1::4, 3, 0] = np.nan  # and some have a gap inside
+    run = seqae.fit(x, labels=y, overrides=TINY, output_dir=tmp_path / "run")
+    assert "filled 12 missing values inside 12 sequences" in (run.dir / "train.log").read_text()
+    codes = run.encode(x)
+    assert np.isfinite(codes).all()
+    # a padded series gives the code of its valid steps alone; a gap is the interpolated value
+    np.testing.assert_allclose(codes[3], run.encode(x[3:4, :8])[0], rtol=1e-5, atol=1e-6)
+    filled = x[1:2].copy()
+    filled[0, 3, 0] = (filled[0, 2, 0] + filled[0, 4, 0]) / 2
+    np.testing.assert_allclose(codes[1], run.encode(filled)[0], rtol=1e-5, atol=1e-6)
+    transformer = seqae.SequenceEncoder(overrides=TINY, output_dir=str(tmp_path / "sk")).fit(x)
+    assert np.isfinite(transformer.transform(x)).all()

@@ -56,11 +56,17 @@ class Run:
         return SequenceAutoencoder.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True).eval()
 
     def encode(self, x: Any, lengths: Any = None, batch_size: int = 256) -> np.ndarray:
-        """Codes ``[N, code_size]`` of ``x`` ``[N, T, F]`` (or ``[N, T]``) in the data's own units."""
+        """Codes ``[N, code_size]`` of ``x`` ``[N, T, F]`` (or ``[N, T]``) in the data's own units.
+
+        Shorter series are NaN-padded at the end (or given by ``lengths``); a NaN inside a series is
+        filled by linear interpolation, as training data is (``data.missing``)."""
         import torch
 
-        x = torch.as_tensor(as_sequences(x), dtype=torch.float32)
-        lengths = None if lengths is None else torch.as_tensor(np.asarray(lengths), dtype=torch.long)
+        from seqae.data.missing import prepare
+
+        values, lengths = prepare(as_sequences(x), lengths)
+        x = torch.as_tensor(values, dtype=torch.float32)
+        lengths = None if lengths is None else torch.as_tensor(lengths, dtype=torch.long)
         codes = []
         with torch.inference_mode():
             for start in range(0, len(x), batch_size):

@@ -61,7 +61,16 @@ CASES = [
         ["ckpt_path={earlier}/checkpoints/last.ckpt", "model.hidden_size=16"],
         ["last.ckpt", "does not match", "hidden_size"],
     ),
-    ("data file with NaNs", ["data=arrays", "data.path={tmp}/nans.npy"], ["nans.npy", "NaN"]),
+    (
+        "a NaN gap refused on request",
+        ["data=arrays", "data.path={tmp}/nans.npy", "data.missing=error"],
+        ["nans.npy", "NaN", "data.missing=interpolate"],
+    ),
+    (
+        "an unknown missing-value rule",
+        ["data=arrays", "data.path={tmp}/nans.npy", "data.missing=drop"],
+        ["data.missing", "'drop'"],
+    ),
     ("a .npy of Python objects", ["data=arrays", "data.path={tmp}/objects.npy"], ["objects.npy"]),
     ("a .csv with a word in it", ["data=arrays", "data.path={tmp}/words.csv"], ["words.csv", "'high'"]),
     (

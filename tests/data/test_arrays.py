@@ -192,7 +192,13 @@ def inf_inside():
             DataError,
             r"x.parquet: unknown file type '.parquet'; expected one of .npy",
         ),
-        ("x.npy", nan_inside(), {}, DataError, r"x.npy: sequence 6 has the value nan at step 2, feature 1"),
+        (
+            "x.npy",
+            nan_inside(),
+            {"missing": "error"},
+            DataError,
+            r"x.npy: sequence 6 has the value nan at step 2, feature 1",
+        ),
         ("x.npy", inf_inside(), {}, DataError, r"x.npy: sequence 3 has the value inf at step 4"),
         (
             "x.npy",

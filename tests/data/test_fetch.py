@@ -29,7 +29,7 @@ def test_every_ts_file_in_the_aeon_wheel_parses(wheels, tmp_path):
         archive.extractall(tmp_path, members)
     assert len(members) >= 25  # the 1.6.0 wheel ships 29
     for member in members:
-        sequences, labels, _ = read_ts(tmp_path / member)
+        sequences, labels, *_ = read_ts(tmp_path / member)
         assert sequences and all(s.ndim == 2 for s in sequences), member
         assert labels is None or len(labels) == len(sequences), member
 

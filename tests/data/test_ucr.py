@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from seqae.data import DataError, UCRDataModule
+from seqae.errors import ConfigError
 
 
 def write_tsv(root: Path, name: str = "Tiny", n_train: int = 10, n_test: int = 6, seed: int = 0) -> Path:
@@ -111,7 +113,7 @@ def test_bad_tsv_names_the_file_and_line(tmp_path, train, error, message):
     folder = write_tsv(tmp_path, "Bad")
     (folder / "Bad_TRAIN.tsv").write_text(train)
     with pytest.raises(error, match=message):
-        make(tmp_path, "Bad")
+        make(tmp_path, "Bad", missing="error")
 
 
 @pytest.mark.parametrize(
@@ -135,7 +137,7 @@ def test_bad_tsv_names_the_file_and_line(tmp_path, train, error, message):
 def test_bad_ts_names_the_file_and_line(tmp_path, train, message):
     write_ts(tmp_path, "Bad", train, ts("1,2,3:a\n"))
     with pytest.raises(DataError, match=message):
-        make(tmp_path, "Bad")
+        make(tmp_path, "Bad", missing="error")
 
 
 def test_missing_archive_files_are_named(tmp_path):
@@ -182,3 +184,39 @@ def test_ts_comments_and_time_stamps_as_the_archive_writes_them(tmp_path):
     train = dm.split_data("train")
     assert train.x.shape == (5, 2, 2) and train.labels.tolist() == [0, 1, 0, 1, 0]
     assert train.x[0].tolist() == [[1.5, 3.0], [2.5, 4.0]]  # values in file order, times dropped
+
+
+def test_gaps_inside_series_are_interpolated_and_counted_by_default(tmp_path, caplog):
+    """As in DodgerLoopDay or MelbournePedestrian: NaN inside a series, and trailing NaN padding."""
+    folder = tmp_path / "Gap"
+    folder.mkdir()
+    (folder / "Gap_TRAIN.tsv").write_text(
+        "1\t0\tNaN\tNaN\t3\t4\n2\tNaN\t1\t2\tNaN\tNaN\n1\t1\t2\t3\t4\t5\n2\t5\t4\t3\t2\t1\n"
+        "1\t0\t1\t2\t3\t4\n2\t4\t3\t2\t1\t0\n"
+    )
+    (folder / "Gap_TEST.tsv").write_text("1\t0\t1\tNaN\t3\t4\n2\t4\t3\t2\t1\t0\n")
+    with caplog.at_level(logging.INFO, logger="seqae.data.ucr"):
+        dm = make(tmp_path, "Gap", val_fraction=0.0, normalize="none")
+    train = dm.split_data("train")
+    # line 1: 0 _ _ 3 4 -> 0 1 2 3 4; line 2: a leading gap takes the first value, and the
+    # trailing NaNs are padding (3 steps), not gaps
+    assert train.x[0, :, 0].tolist() == [0, 1, 2, 3, 4]
+    assert train.lengths[1] == 3 and train.x[1, :3, 0].tolist() == [1, 1, 2]
+    assert dm.split_data("test").x[0, :, 0].tolist() == [0, 1, 2, 3, 4]
+    assert torch.isfinite(train.x).all()
+    assert "filled 3 missing values in Gap_TRAIN.tsv and 1 missing values in Gap_TEST.tsv" in caplog.text
+    with pytest.raises(DataError, match=r"Gap_TRAIN.tsv, line 1: the value at step 1 is nan, before the"):
+        make(tmp_path, "Gap", missing="error")
+
+
+def test_gaps_in_a_ts_file_are_filled_per_dimension(tmp_path):
+    write_ts(tmp_path, "GapTs", ts("1,?,3:4,5,?:a\n1,2,3:3,2,1:b\n"), ts("1,2,3:?,5,6:a\n"))
+    dm = make(tmp_path, "GapTs", val_fraction=0.0, normalize="none")
+    assert dm.split_data("train").x[0].tolist() == [[1, 4], [2, 5], [3, 5]]
+    assert dm.split_data("test").x[0, :, 1].tolist() == [5, 5, 6]
+
+
+def test_missing_must_be_a_known_rule(tmp_path):
+    write_tsv(tmp_path)
+    with pytest.raises(ConfigError, match=r"data.missing must be one of \('interpolate', 'error'\)"):
+        make(tmp_path, missing="drop")

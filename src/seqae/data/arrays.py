@@ -10,7 +10,8 @@
   (``layout=columns``, time running down the rows); an optional header line is skipped.
 
 Trailing steps where every feature is NaN (or empty cells in a CSV) are padding: they mark a
-shorter sequence. A NaN or inf anywhere else is an error. With ``window`` set, the data are long
+shorter sequence. A NaN before that is a missing value, filled by linear interpolation
+(``data.missing=interpolate``, the default; ``error`` refuses it); inf is always an error. With ``window`` set, the data are long
 series instead: ``[T_total]`` or ``[T_total, F]`` is one series, ``[S, T_total, F]`` (or a CSV)
 is several, and every ``window`` steps taken each ``stride`` steps is one training sequence.
 """
@@ -18,6 +19,7 @@ is several, and every ``window`` steps taken each ``stride`` steps is one traini
 from __future__ import annotations
 
 import csv
+import logging
 import zipfile
 from pathlib import Path
 
@@ -25,8 +27,11 @@ import numpy as np
 import torch
 
 from seqae.data.datamodule import DataError, SequenceData, SequenceDataModule, label_ids
+from seqae.data.missing import check_missing, fill_gaps
 from seqae.data.rows import LazyRows, MappedArray, Windows, iter_array_chunks, open_npy
 from seqae.errors import ConfigError, MissingFileError
+
+log = logging.getLogger(__name__)
 
 EXTENSIONS = (".npy", ".npz", ".csv")
 LAYOUTS = ("rows", "columns")
@@ -42,9 +47,11 @@ class ArraysDataModule(SequenceDataModule):
         window: int | None = None,
         stride: int | None = None,
         layout: str = "rows",
+        missing: str = "interpolate",
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        self.missing = check_missing(missing)
         for key, value in (("window", window), ("stride", stride)):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ConfigError(f"data.{key} must be a positive integer or null, got {value!r}.")
@@ -67,7 +74,19 @@ class ArraysDataModule(SequenceDataModule):
         array, lengths, labels = self._read()
         what = "series" if self.window else "sequence"
         array = self._as_sequences(array)
-        lengths = scan(array, self.describe(), what, lengths)
+        lengths, gaps = scan(array, self.describe(), what, lengths, self.missing)
+        if gaps.any():
+            array = np.array(array, dtype=np.float32)  # filled in memory: a memory map is read-only
+            for i in np.flatnonzero(gaps):
+                fill_gaps(array[i, : lengths[i]])
+            log.info(
+                "data.missing=interpolate: filled %s missing values inside %d %ss of %s by linear "
+                "interpolation (data.missing=error refuses them).",
+                f"{int(gaps.sum()):,}",
+                int((gaps > 0).sum()),
+                what,
+                self.describe(),
+            )
         labels = self._labels(labels, array.shape[0], what)
         if self.window:
             return self._windows(array, lengths, labels)
@@ -197,17 +216,22 @@ class ArraysDataModule(SequenceDataModule):
 
 
 def scan(
-    array: np.ndarray, source: str, what: str = "sequence", lengths: np.ndarray | None = None
-) -> np.ndarray:
-    """Each sequence's length (trailing all-NaN steps are padding), checking that every value
-    before the end is finite. Reads the array in chunks, so a memory map stays on disk.
+    array: np.ndarray,
+    source: str,
+    what: str = "sequence",
+    lengths: np.ndarray | None = None,
+    missing: str = "error",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each sequence's length (trailing all-NaN steps are padding) and how many NaN values lie before
+    its end, checking that no value there is infinite (nor NaN, with ``missing="error"``). Reads the
+    array in chunks, so a memory map stays on disk.
     """
     n, t, f = array.shape
     if n == 0 or t == 0 or f == 0:
         raise DataError(
             f"{source}: holds no {what} values (shape {array.shape}); expected at least one {what}."
         )
-    found = np.empty(n, np.int64)
+    found, gaps = np.empty(n, np.int64), np.zeros(n, np.int64)
     steps = np.arange(t)
     for start, chunk in iter_array_chunks(array):
         if lengths is None:
@@ -215,19 +239,22 @@ def scan(
             chunk_lengths = t - np.cumprod(padding, axis=1).sum(1)
         else:
             chunk_lengths = lengths[start : start + len(chunk)]
-        bad = ~np.isfinite(chunk) & (steps < chunk_lengths[:, None])[..., None]
+        inside = (steps < chunk_lengths[:, None])[..., None]
+        bad = (np.isinf(chunk) if missing == "interpolate" else ~np.isfinite(chunk)) & inside
         if bad.any():
             i, step, feature = np.argwhere(bad)[0]
             raise DataError(
                 f"{source}: {what} {start + i} has the value {chunk[i, step, feature]} at step {step}, "
                 f"feature {feature}, before its end (step {chunk_lengths[i]}); expected finite values. "
-                f"NaN is allowed only as padding: trailing steps where every feature is NaN."
+                f"NaN is allowed only as padding (trailing steps where every feature is NaN)"
+                f"{'' if missing == 'interpolate' else ', or as a gap with data.missing=interpolate'}."
             )
         empty = np.flatnonzero(chunk_lengths == 0)
         if len(empty):
             raise DataError(f"{source}: {what} {start + empty[0]} is all NaN; expected at least one value.")
         found[start : start + len(chunk)] = chunk_lengths
-    return found
+        gaps[start : start + len(chunk)] = (np.isnan(chunk) & inside).sum((1, 2))
+    return found, gaps
 
 
 def read_csv(path: Path, layout: str) -> np.ndarray:

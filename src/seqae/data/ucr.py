@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from seqae.data.datamodule import DataError, SequenceData, SequenceDataModule, label_ids
+from seqae.data.missing import check_missing, fill_gaps
 from seqae.errors import ConfigError, MissingFileError
 
 log = logging.getLogger(__name__)
@@ -32,21 +33,35 @@ class UCRDataModule(SequenceDataModule):
     name = "ucr"
 
     def __init__(
-        self, root: str, name: str, format: str = "auto", val_fraction: float = 0.2, **kwargs
+        self,
+        root: str,
+        name: str,
+        format: str = "auto",
+        val_fraction: float = 0.2,
+        missing: str = "interpolate",
+        **kwargs,
     ) -> None:
         super().__init__(val_fraction=val_fraction, test_fraction=0.0, **kwargs)
         if format not in FORMATS:
             raise ConfigError(f"data.format must be one of {FORMATS}, got {format!r}.")
         self.root, self.dataset, self.format = Path(str(root)).expanduser(), str(name), format
+        self.missing = check_missing(missing)
 
     def describe(self) -> str:
         return f"UCR data set {self.dataset} in {self.root / self.dataset}"
 
     def load(self) -> dict[str, SequenceData]:
         files = self._files()
-        parsed = {
-            split: (read_ts if path.suffix == ".ts" else read_tsv)(path) for split, path in files.items()
-        }
+        parsed, filled = {}, {}
+        for split, path in files.items():
+            parsed[split] = (read_ts if path.suffix == ".ts" else read_tsv)(path, self.missing)
+            filled[split] = parsed[split][3]
+        if any(filled.values()):
+            log.info(
+                "data.missing=interpolate: filled %s by linear interpolation (data.missing=error refuses "
+                "NaN inside a series).",
+                " and ".join(f"{n:,} missing values in {files[s].name}" for s, n in filled.items() if n),
+            )
         declared = parsed["train"][2] or parsed["test"][2]  # class names a .ts header lists
         ids: dict[str, torch.Tensor | None] = {"train": None, "test": None}
         if parsed["train"][1] is not None and parsed["test"][1] is not None:
@@ -97,9 +112,10 @@ class UCRDataModule(SequenceDataModule):
         )
 
 
-def read_tsv(path: Path) -> tuple[list[np.ndarray], list[str], None]:
-    """UCR 2018 ``.tsv``: each line is a label then the values; trailing NaNs are padding."""
-    sequences, labels = [], []
+def read_tsv(path: Path, missing: str = "error") -> tuple[list[np.ndarray], list[str], None, int]:
+    """UCR 2018 ``.tsv``: each line is a label then the values; trailing NaNs are padding, other NaNs
+    are filled (``missing="interpolate"``) or refused. The last item is how many were filled."""
+    sequences, labels, filled = [], [], 0
     with open(path) as file:
         for number, line in enumerate(file, start=1):
             if not line.strip():
@@ -107,23 +123,27 @@ def read_tsv(path: Path) -> tuple[list[np.ndarray], list[str], None]:
             fields = line.rstrip("\r\n").split("\t" if "\t" in line else ",")
             where = f"{path}, line {number}"
             values = _numbers(fields[1:], where, first=2, unit="column")
-            sequences.append(_trim(values[:, None], where))
+            sequences.append(_trim(values[:, None], where, missing))
+            filled += fill_gaps(sequences[-1])
             labels.append(fields[0].strip())
     if not sequences:
         raise DataError(f"{path}: holds no sequences; expected one line per sequence, the label first.")
-    return sequences, labels, None
+    return sequences, labels, None, filled
 
 
-def read_ts(path: Path) -> tuple[list[np.ndarray], list[str] | None, list[str] | None]:
+def read_ts(
+    path: Path, missing: str = "error"
+) -> tuple[list[np.ndarray], list[str] | None, list[str] | None, int]:
     """A ``.ts`` file: ``@`` header lines, then ``@data`` and one case per line, its dimensions
     separated by ``:`` and each a comma-separated list (``?`` = missing), the class label last.
     Lines starting with ``#`` or ``%`` are comments. With ``@timeStamps true`` each value is a
     ``(timestamp,value)`` pair; the values are read in file order and the timestamps ignored, so
     the series is taken as regularly sampled. A ``@targetLabel`` (regression) file has no classes.
-    Returns (sequences [T_i, F], labels or None, the class names the header declares or None).
+    Returns (sequences [T_i, F], labels or None, the class names the header declares or None, how
+    many missing values were filled).
     """
     header: dict[str, str] = {}
-    sequences, labels = [], []
+    sequences, labels, filled = [], [], 0
     dims = None
     with open(path, encoding="utf-8") as file:
         for number, raw in enumerate(file, start=1):
@@ -162,7 +182,8 @@ def read_ts(path: Path) -> tuple[list[np.ndarray], list[str] | None, list[str] |
                     f"{where}: the dimensions have {[len(v) for v in values]} values; expected the same "
                     f"number in every dimension of a case."
                 )
-            sequences.append(_trim(np.stack(values, axis=-1), where))
+            sequences.append(_trim(np.stack(values, axis=-1), where, missing))
+            filled += fill_gaps(sequences[-1])
     if "data" not in header:
         raise DataError(
             f"{path}: no @data line; expected a .ts header ending in @data, then one case per line."
@@ -170,7 +191,7 @@ def read_ts(path: Path) -> tuple[list[np.ndarray], list[str] | None, list[str] |
     if not sequences:
         raise DataError(f"{path}: holds no cases after @data; expected one case per line.")
     declared = header.get("classlabel", "").split()[1:] or None
-    return sequences, (labels or None), declared
+    return sequences, (labels or None), declared, filled
 
 
 def _numbers(fields: list[str], where: str, first: int = 1, unit: str = "value") -> np.ndarray:
@@ -189,19 +210,20 @@ def _numbers(fields: list[str], where: str, first: int = 1, unit: str = "value")
         raise
 
 
-def _trim(values: np.ndarray, where: str) -> np.ndarray:
-    """[T, F] -> the steps before trailing all-NaN padding; NaN/inf before that is an error."""
+def _trim(values: np.ndarray, where: str, missing: str = "error") -> np.ndarray:
+    """[T, F] -> the steps before trailing all-NaN padding. Infinite values before that are an error,
+    and so is NaN with ``missing="error"`` (with ``"interpolate"`` the caller fills it)."""
     valid = ~np.isnan(values).all(-1)
     if not valid.any():
         raise DataError(f"{where}: the sequence has no values; expected at least one number.")
     end = int(np.flatnonzero(valid)[-1]) + 1
-    bad = np.argwhere(~np.isfinite(values[:end]))
+    bad = np.argwhere(np.isinf(values[:end]) if missing == "interpolate" else ~np.isfinite(values[:end]))
     if len(bad):
         step, feature = bad[0]
         raise DataError(
             f"{where}: the value at step {step}{f', dimension {feature}' if values.shape[1] > 1 else ''} is "
             f"{values[step, feature]}, before the sequence ends (step {end}); expected finite values "
-            f"(NaN only as trailing padding)."
+            f"(NaN only as trailing padding{'' if missing == 'interpolate' else ', or data.missing=interpolate to fill NaN gaps'})."
         )
     return values[:end]
 
