@@ -1,42 +1,51 @@
-"""What the default codes are worth on real archive data, in one command.
+"""What the codes are worth on real archive data, in one command.
 
-    python scripts/benchmark_codes.py --fetch                       # the development sets, fetched first
-    python scripts/benchmark_codes.py --root ~/UCRArchive_2018 --datasets GunPoint,Coffee --jobs 2
-    python scripts/benchmark_codes.py --fetch -- model.hidden_size=128   # after --: train.py overrides
+    python scripts/benchmark_codes.py --root data/archives --jobs 2        # every set in the folder
+    python scripts/benchmark_codes.py --root data/archives --jobs 2 --seeds 0,1,2 --control
+    python scripts/benchmark_codes.py --fetch --jobs 2                     # the sets the wheels ship
+    python scripts/benchmark_codes.py --root data/archives --datasets Coffee,CBF -- model.hidden_size=128
 
-Trains every data set with the default configuration (plus any overrides after ``--``), then
-evaluates its codes: one ``python train.py -m data=ucr data.name=A,B,... evaluate_after_train=true``
-sweep, a job per data set in ``<out>/<Name>/``. The probes fit on each set's official TRAIN file and
-score on its TEST file; the autoencoder never sees a label. ``--jobs N`` trains N sets at a time
-(Hydra's joblib launcher, one thread each). Run the same command again and finished sets are kept,
-a killed one continues from its last checkpoint (``skip_finished=true``).
+Trains every data set of ``--root`` (a folder in the archive's layout, ``<Name>/<Name>_TRAIN.tsv``
+and ``_TEST.tsv``) with the default configuration, plus any ``train.py`` overrides after ``--``,
+once per seed, and evaluates its codes. It is one ``python train.py -m data=ucr seed=... data.name=...
+evaluate_after_train=true`` sweep, a job per set and seed in ``<out>/seed<k>/<Name>/``. The probes
+fit on each set's official TRAIN file and score on its TEST file; the autoencoder never sees a
+label or a TEST series. ``--jobs N`` trains N sets at a time (Hydra's joblib launcher, one thread
+each). Run the same command again and finished sets are kept, and a killed one continues from its
+last checkpoint (``skip_finished=true``). ``--control`` also runs the untrained control: the same
+configuration after one optimizer step, in ``<out>/control/``.
 
 ``--fetch`` downloads the wheels of aeon 1.6.0, sktime 1.2.0 and tslearn 0.10.0 with
-``pip download --no-deps`` (nothing is installed) and writes the named sets' canonical TRAIN/TEST
-files under ``--root`` (seqae.data.fetch).
+``pip download --no-deps`` (nothing is installed) and writes their sets under ``--root``
+(seqae.data.fetch).
 
 The table (printed, and written to ``<out>/table.md`` and ``table.csv``) has, per set: the logistic
-probe (the main figure), TS2Vec's SVM protocol, 1-NN on the raw normalised series, the published
-T-Loss K=10 and 1-NN DTW accuracies (benchmarks/published.csv names their source), ``test/mse``
-and the explained variance of the test reconstruction (an autoencoder that does not reconstruct is
-not working, whatever its probe says), and the minutes each set took. The last row is each
-column's mean; the lines under the table compare the means the way the issue tracker's target does.
+probe's accuracy (mean ± std over the seeds; the main figure), TS2Vec's SVM protocol, the untrained
+control, the reference accuracies of ``benchmarks/reference.csv`` (T-Loss K=10 and 1-NN DTW as
+published, MiniRocket and 1-NN on the raw series as measured on the same files; the file names each
+source), the explained variance of the test reconstruction, and the minutes the set took. Under
+it: the means, the mean rank among seqae and the four references, wins/ties/losses against each,
+the sets at chance, and the median time per set. ``<out>/panel.png`` plots seqae against T-Loss
+K=10 and MiniRocket, a point per set.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PUBLISHED = ROOT / "benchmarks" / "published.csv"
-DEVELOPMENT = (
+REFERENCE = ROOT / "benchmarks" / "reference.csv"
+# The sets the aeon, sktime and tslearn wheels ship (--fetch without --datasets)
+WHEEL_SETS = (
     "UnitTest",
     "Covid3Month_disc",
     "Trace",
@@ -45,17 +54,15 @@ DEVELOPMENT = (
     "ACSF1",
     "PLAID",
 )
-# column -> (header, the metric of the set's metrics.json / eval.json, or a published column)
-COLUMNS = {
-    "logistic": ("logistic", "eval/probe_accuracy"),
-    "svm": ("SVM", "eval/svm_accuracy"),
-    "raw_knn": ("raw 1-NN", "eval/raw_knn_accuracy"),
-    "tloss_k10": ("T-Loss K=10", "published"),
-    "dtw_1nn": ("1-NN DTW", "published"),
-    "test_mse": ("test/mse", "test/mse"),
-    "explained_variance": ("explained var.", "eval/explained_variance"),
-    "minutes": ("minutes", "seconds"),
+# The methods seqae is ranked among: (column in reference.csv, how the table names it)
+REFERENCES = {
+    "tloss_k10": "T-Loss K=10",
+    "minirocket_ridge": "MiniRocket",
+    "dtw_1nn": "1-NN DTW",
+    "raw_1nn_euclidean": "1-NN raw",
 }
+# A set is "at chance" when its accuracy is at most 1 / classes + this
+CHANCE_MARGIN = 0.05
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,46 +72,79 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", default="data/archives", help="the archive folder (default: data/archives)")
     parser.add_argument(
         "--datasets",
-        default=",".join(DEVELOPMENT),
-        help="comma-separated set names (default: the development sets)",
+        help="comma-separated set names (default: every set in --root; with --fetch, the wheels' sets)",
     )
-    parser.add_argument("--out", default="outputs/benchmark_codes", help="one folder per set, and the table")
+    parser.add_argument("--out", default="outputs/benchmark_codes", help="the runs, the table and the plot")
     parser.add_argument("--jobs", type=int, default=1, help="sets trained at a time (default 1)")
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds, each a full run (default 0)")
     parser.add_argument(
-        "--fetch", action="store_true", help="download the sets into --root first (see above)"
+        "--control", action="store_true", help="also the untrained control (one optimizer step)"
+    )
+    parser.add_argument(
+        "--fetch", action="store_true", help="download the wheels' sets into --root first (see above)"
     )
     parser.add_argument(
         "--table-only", action="store_true", help="print the table of what --out holds; train nothing"
     )
     parser.add_argument("overrides", nargs="*", help="train.py overrides, after --")
     args = parser.parse_args(argv)
-    names = [n.strip() for n in args.datasets.split(",") if n.strip()]
-    if args.jobs < 1 or not names:
-        parser.error("--jobs must be at least 1 and --datasets must name at least one set")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        parser.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
+    if args.jobs < 1 or not seeds:
+        parser.error("--jobs must be at least 1 and --seeds must name at least one seed")
     root, out = Path(args.root).expanduser().resolve(), Path(args.out).expanduser().resolve()
+    if args.datasets:
+        names = [n.strip() for n in args.datasets.split(",") if n.strip()]
+    elif args.fetch:
+        names = list(WHEEL_SETS)
+    else:
+        names = sets_in(root)
+        if not names:
+            parser.error(f"--root {root} holds no data set (<Name>/<Name>_TRAIN.tsv or .ts); name them")
     if args.fetch:
         from seqae.data.fetch import fetch
 
         fetch(names, root)
+    out.mkdir(parents=True, exist_ok=True)
+    failed = False
     if not args.table_only:
-        command = train_command(names, root, out, args.jobs, args.overrides)
-        print("$ " + " ".join(command), flush=True)
-        result = subprocess.run(command, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
-        if result.returncode != 0:
-            print(
-                f"error: the training sweep exited with {result.returncode}; the table shows what finished.",
-                file=sys.stderr,
-            )
-    rows = collect(names, out)
-    table = to_markdown(rows)
+        runs = [(out, args.overrides)]
+        if args.control:  # the same configuration, one optimizer step: what training adds
+            control = ["trainer.max_steps=1", "trainer.val_check_interval=1"]
+            runs.append((out / "control", [*args.overrides, *control]))
+        for folder, overrides in runs:
+            command = train_command(names, seeds, root, folder, args.jobs, overrides)
+            print("$ " + " ".join(command), flush=True)
+            result = subprocess.run(command, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+            if result.returncode != 0:
+                failed = True
+                print(
+                    f"error: the training sweep exited with {result.returncode}; the table shows what finished.",
+                    file=sys.stderr,
+                )
+    rows = collect(names, seeds, out)
+    table = to_markdown(rows, seeds)
     (out / "table.md").write_text(table)
     write_csv(rows, out / "table.csv")
     print(table)
-    return 0 if all(r.get("logistic") is not None for r in rows) else 1
+    if plot(rows, out / "panel.png"):
+        print(f"The plot: {out / 'panel.png'}")
+    return 1 if failed or any(r["logistic"] is None for r in rows) else 0
 
 
-def train_command(names: list[str], root: Path, out: Path, jobs: int, overrides: list[str]) -> list[str]:
-    """One multirun over the sets: a folder per set, finished ones skipped on a re-run."""
+def sets_in(root: Path) -> list[str]:
+    """The data sets of an archive folder: each ``<Name>/`` holding a ``<Name>_TRAIN`` file."""
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and any(p.glob(f"{p.name}_TRAIN.*")))
+
+
+def train_command(
+    names: list[str], seeds: list[int], root: Path, out: Path, jobs: int, overrides: list[str]
+) -> list[str]:
+    """One multirun over seeds and sets: a folder per both, finished ones skipped on a re-run."""
     launcher = ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"] if jobs > 1 else []
     return [
         sys.executable,
@@ -112,106 +152,202 @@ def train_command(names: list[str], root: Path, out: Path, jobs: int, overrides:
         "-m",
         "data=ucr",
         f"data.root={root}",
+        f"seed={','.join(map(str, seeds))}",
         f"data.name={','.join(names)}",
         "evaluate_after_train=true",
         "skip_finished=true",
         "threads=1",
         f"hydra.sweep.dir={out}",
-        "hydra.sweep.subdir=${data.name}",
+        "hydra.sweep.subdir=seed${seed}/${data.name}",
         *launcher,
         *overrides,
     ]
 
 
-def published() -> dict[str, dict[str, float]]:
-    with PUBLISHED.open() as file:
+def references() -> dict[str, dict[str, float]]:
+    """Per set: its number of classes and the reference accuracies (benchmarks/reference.csv)."""
+    with REFERENCE.open() as file:
+        rows = csv.DictReader(line for line in file if not line.startswith("#"))
         return {
-            row["dataset"]: {k: float(row[k]) for k in ("tloss_k10", "dtw_1nn") if row.get(k)}
-            for row in csv.DictReader(file)
+            row["set"]: {k: float(v) for k, v in row.items() if k not in ("set", "source") and v}
+            for row in rows
         }
 
 
-def collect(names: list[str], out: Path) -> list[dict[str, float | str | None]]:
-    """One row per set: its metrics (None where it has none yet) and the published numbers."""
-    reference = published()
+def collect(names: list[str], seeds: list[int], out: Path) -> list[dict]:
+    """One row per set: the mean and std over the seeds that finished, and the references."""
+    reference = references()
     rows = []
     for name in names:
-        results = {**_read_json(out / name / "metrics.json"), **_read_json(out / name / "eval.json")}
-        row: dict[str, float | str | None] = {"dataset": name}
-        for key, (_, source) in COLUMNS.items():
-            value = reference.get(name, {}).get(key) if source == "published" else results.get(source)
-            row[key] = value / 60 if key == "minutes" and value is not None else value
+        runs = [_results(out / f"seed{s}" / name) for s in seeds]
+        controls = [_results(out / "control" / f"seed{s}" / name) for s in seeds]
+        done = [r for r in runs if "eval/probe_accuracy" in r]
+        row: dict = {"set": name, "seeds": len(done)}
+        row["logistic"], row["logistic_std"] = _mean_std(r["eval/probe_accuracy"] for r in done)
+        row["svm"], _ = _mean_std(r.get("eval/svm_accuracy") for r in done)
+        row["control"], _ = _mean_std(r.get("eval/probe_accuracy") for r in controls)
+        row["explained_variance"], _ = _mean_std(r.get("eval/explained_variance") for r in done)
+        seconds, _ = _mean_std(r.get("seconds") for r in done)
+        row["minutes"] = None if seconds is None else seconds / 60
+        row.update({k: reference.get(name, {}).get(k) for k in ("classes", *REFERENCES)})
         rows.append(row)
     return rows
 
 
-def means(rows: list[dict]) -> dict[str, float | None]:
-    """Each column's mean over the sets that have a value in it."""
-    result = {}
-    for key in COLUMNS:
-        values = [r[key] for r in rows if isinstance(r.get(key), int | float) and math.isfinite(r[key])]
-        result[key] = sum(values) / len(values) if values else None
-    return result
+COLUMNS = {  # column -> header
+    "logistic": "seqae (logistic)",
+    "svm": "SVM",
+    "control": "untrained",
+    **REFERENCES,
+    "explained_variance": "explained var.",
+    "minutes": "minutes",
+}
 
 
-def to_markdown(rows: list[dict]) -> str:
-    headers = ["set", *(header for header, _ in COLUMNS.values())]
-    lines = ["| " + " | ".join(headers) + " |", "|---" + "|---:" * len(COLUMNS) + "|"]
-    for row in [*rows, {"dataset": "**mean**", **means(rows)}]:
-        cells = [str(row["dataset"])] + [_fmt(row.get(key), key) for key in COLUMNS]
+def to_markdown(rows: list[dict], seeds: list[int]) -> str:
+    seeds_note = f"{len(seeds)} seeds ({','.join(map(str, seeds))})" if len(seeds) > 1 else f"seed {seeds[0]}"
+    shown = [k for k in COLUMNS if k != "control" or any(r["control"] is not None for r in rows)]
+    lines = ["| set | " + " | ".join(COLUMNS[k] for k in shown) + " |", "|---" + "|---:" * len(shown) + "|"]
+    for row in rows:
+        cells = [row["set"]]
+        for key in shown:
+            cell = _fmt(row[key], key)
+            if key == "logistic" and row["seeds"] > 1:
+                cell += f" ± {row['logistic_std']:.3f}"
+            cells.append(cell)
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", *target_lines(rows)]
-    return "\n".join(lines) + "\n"
+    means = {key: _mean(r[key] for r in rows) for key in shown}
+    lines.append("| **mean** | " + " | ".join(_fmt(means[k], k) for k in shown) + " |")
+    return "\n".join([*lines, "", f"seqae: {seeds_note}.", *summary_lines(rows)]) + "\n"
 
 
-def target_lines(rows: list[dict]) -> list[str]:
-    """The comparisons the target is written in: raw 1-NN, 0.9 x T-Loss K=10, chance."""
-    done = [r for r in rows if r.get("logistic") is not None]
+def summary_lines(rows: list[dict]) -> list[str]:
+    """Means, mean ranks, wins/ties/losses, sets at chance, time per set."""
+    done = [r for r in rows if r["logistic"] is not None]
     lines = []
     if len(done) < len(rows):
-        missing = ", ".join(str(r["dataset"]) for r in rows if r.get("logistic") is None)
-        lines.append(f"- not finished: {missing}")
+        lines.append("- not finished: " + ", ".join(r["set"] for r in rows if r["logistic"] is None))
     if not done:
         return lines
-    logistic = sum(r["logistic"] for r in done) / len(done)
-    raw = [r for r in done if r.get("raw_knn") is not None]
-    if raw:
-        raw_mean = sum(r["raw_knn"] for r in raw) / len(raw)
-        lines.append(f"- logistic mean {logistic:.3f} vs raw 1-NN mean {raw_mean:.3f} over {_sets(len(raw))}")
-    tloss = [r for r in done if r.get("tloss_k10") is not None]
-    if tloss:
-        ours = sum(r["logistic"] for r in tloss) / len(tloss)
-        theirs = sum(r["tloss_k10"] for r in tloss) / len(tloss)
+    lines.append(f"- logistic mean {_mean(r['logistic'] for r in done):.3f} over {_sets(len(done))}")
+    for key, name in REFERENCES.items():
+        both = [r for r in done if r[key] is not None]
+        if both:
+            ours, theirs = _mean(r["logistic"] for r in both), _mean(r[key] for r in both)
+            wins, ties, losses = win_tie_loss(both, key)
+            lines.append(
+                f"- against {name} over the {_sets(len(both))} it reports: {ours:.3f} vs {theirs:.3f}; "
+                f"wins/ties/losses {wins}/{ties}/{losses}"
+            )
+    ranked = [r for r in done if all(r[k] is not None for k in REFERENCES)]
+    if ranked:
+        ranks = mean_ranks(ranked)
+        listed = ", ".join(
+            f"{name} {ranks[key]:.2f}" for key, name in [("logistic", "seqae"), *REFERENCES.items()]
+        )
+        lines.append(f"- mean rank over the {_sets(len(ranked))} with every reference (1 is best): {listed}")
+    if any(r["control"] is not None for r in done):
+        both = [r for r in done if r["control"] is not None]
+        gain = _mean(r["logistic"] - r["control"] for r in both)
+        worse = [r["set"] for r in both if round(r["logistic"], 3) < round(r["control"], 3)]
         lines.append(
-            f"- over the {_sets(len(tloss))} with a T-Loss number: logistic mean {ours:.3f} vs T-Loss K=10 "
-            f"{theirs:.3f} (0.9 x = {0.9 * theirs:.3f})"
+            f"- training adds {gain:+.3f} over the untrained control ({_sets(len(both))}); below it on "
+            f"{len(worse)}" + (f": {', '.join(worse)}" if worse else "")
+        )
+    chance = [r for r in done if r["classes"] and r["logistic"] <= 1 / r["classes"] + CHANCE_MARGIN]
+    lines.append(
+        f"- at chance (accuracy <= 1/classes + {CHANCE_MARGIN}): "
+        + (", ".join(f"{r['set']} ({r['logistic']:.3f})" for r in chance) or "none")
+    )
+    minutes = [r["minutes"] for r in done if r["minutes"] is not None]
+    if minutes:
+        lines.append(
+            f"- minutes per set (one thread, training and evaluation): median {statistics.median(minutes):.2f}, "
+            f"longest {max(minutes):.2f}"
         )
     return lines
+
+
+def win_tie_loss(rows: list[dict], key: str) -> tuple[int, int, int]:
+    """Against a reference column: accuracies equal to 3 decimals are ties."""
+    diffs = [round(r["logistic"], 3) - round(r[key], 3) for r in rows]
+    return sum(d > 1e-9 for d in diffs), sum(abs(d) <= 1e-9 for d in diffs), sum(d < -1e-9 for d in diffs)
+
+
+def mean_ranks(rows: list[dict]) -> dict[str, float]:
+    """Each method's mean rank over the sets (1 = most accurate; ties share the average rank)."""
+    from scipy.stats import rankdata
+
+    keys = ["logistic", *REFERENCES]
+    ranks = [rankdata([-round(r[k], 3) for k in keys]) for r in rows]
+    return {k: sum(rank[i] for rank in ranks) / len(ranks) for i, k in enumerate(keys)}
+
+
+def plot(rows: list[dict], path: Path) -> bool:
+    """seqae against T-Loss K=10 and MiniRocket, a point per set: above the diagonal, seqae wins."""
+    pairs = [(k, n) for k, n in REFERENCES.items() if k in ("tloss_k10", "minirocket_ridge")]
+    data = {
+        k: [(r[k], r["logistic"]) for r in rows if r["logistic"] is not None and r[k] is not None]
+        for k, _ in pairs
+    }
+    if not any(data.values()):
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(pairs), figsize=(5 * len(pairs), 5), squeeze=False)
+    for ax, (key, name) in zip(axes[0], pairs, strict=True):
+        points = data[key]
+        ax.plot([0, 1], [0, 1], color="0.6", linewidth=1)
+        if points:
+            ax.scatter([p[0] for p in points], [p[1] for p in points], s=18)
+            wins, ties, losses = win_tie_loss([{"logistic": y, key: x} for x, y in points], key)
+            ax.set_title(f"seqae vs {name}: {wins} wins, {ties} ties, {losses} losses", fontsize=10)
+        ax.set(xlim=(0, 1.02), ylim=(0, 1.02), xlabel=f"{name} accuracy", ylabel="seqae accuracy (logistic)")
+        ax.set_aspect("equal")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    with path.open("w", newline="") as file:
+        writer = csv.DictWriter(file, list(rows[0]) if rows else ["set"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _results(folder: Path) -> dict:
+    results = {}
+    for name in ("metrics.json", "eval.json"):
+        with contextlib.suppress(OSError, ValueError):  # a set not finished yet
+            results.update(json.loads((folder / name).read_text()))
+    return results
+
+
+def _mean_std(values) -> tuple[float | None, float | None]:
+    values = [v for v in values if isinstance(v, int | float) and math.isfinite(v)]
+    if not values:
+        return None, None
+    return sum(values) / len(values), statistics.pstdev(values) if len(values) > 1 else 0.0
+
+
+def _mean(values) -> float | None:
+    return _mean_std(values)[0]
 
 
 def _sets(n: int) -> str:
     return f"{n} set" if n == 1 else f"{n} sets"
 
 
-def write_csv(rows: list[dict], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as file:
-        writer = csv.DictWriter(file, ["dataset", *COLUMNS], lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def _fmt(value: float | None, key: str) -> str:
     if value is None:
         return "—"
     return f"{value:.1f}" if key == "minutes" else f"{value:.3f}"
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 if __name__ == "__main__":

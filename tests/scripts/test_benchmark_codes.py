@@ -46,37 +46,49 @@ def benchmark(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_benchmark_trains_each_set_in_parallel_prints_one_table_and_resumes(tmp_path):
+def test_the_panel_trains_every_set_of_a_folder_per_seed_summarises_and_resumes(tmp_path):
     root, out = tmp_path / "archives", tmp_path / "out"
-    write_set(root, "Trace")  # a name with published numbers (benchmarks/published.csv)
+    write_set(root, "Coffee")  # a name with reference numbers (benchmarks/reference.csv)
     write_set(root, "Ramps", seed=1)
-    args = ["--root", str(root), "--datasets", "Trace,Ramps", "--out", str(out), "--jobs", "2", "--", *TINY]
+    args = ["--root", str(root), "--out", str(out), "--jobs", "2", "--seeds", "0,1", "--control", "--", *TINY]
     proc = benchmark(*args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "hydra/launcher=joblib hydra.launcher.n_jobs=2" in proc.stdout  # the command it ran
+    assert "seed=0,1 data.name=Coffee,Ramps" in proc.stdout  # every set of the folder, both seeds
     header = (
-        "| set | logistic | SVM | raw 1-NN | T-Loss K=10 | 1-NN DTW | test/mse | explained var. | minutes |"
+        "| set | seqae (logistic) | SVM | untrained | T-Loss K=10 | MiniRocket | 1-NN DTW | 1-NN raw "
+        "| explained var. | minutes |"
     )
     assert header in proc.stdout
     with (out / "table.csv").open() as f:
-        rows = {r["dataset"]: r for r in csv.DictReader(f)}
-    assert sorted(rows) == ["Ramps", "Trace"]
+        rows = {r["set"]: r for r in csv.DictReader(f)}
+    assert sorted(rows) == ["Coffee", "Ramps"]
     for name, row in rows.items():
-        metrics = json.loads((out / name / "metrics.json").read_text())
-        assert float(row["logistic"]) == metrics["eval/probe_accuracy"]
-        assert float(row["raw_knn"]) == metrics["eval/raw_knn_accuracy"] == 1.0  # ramps up vs down
-    assert float(rows["Trace"]["tloss_k10"]) == 0.99 and rows["Ramps"]["tloss_k10"] == ""
+        accuracies = [json.loads((out / f"seed{s}" / name / "eval.json").read_text()) for s in (0, 1)]
+        logistic = [a["eval/probe_accuracy"] for a in accuracies]
+        assert float(row["logistic"]) == pytest.approx(np.mean(logistic))
+        assert float(row["logistic_std"]) == pytest.approx(np.std(logistic))
+        control = json.loads((out / "control" / "seed0" / name / "metrics.json").read_text())
+        assert control["steps"] == 1 and row["control"] != ""
+        assert int(row["seeds"]) == 2
+    assert float(rows["Coffee"]["tloss_k10"]) == 1.0 and rows["Ramps"]["tloss_k10"] == ""
+    assert float(rows["Coffee"]["minirocket_ridge"]) == 1.0
     assert "| **mean** |" in proc.stdout and "logistic mean" in proc.stdout
+    assert "against T-Loss K=10 over the 1 set it reports" in proc.stdout
+    assert "mean rank over the 1 set with every reference" in proc.stdout
+    assert "over the untrained control" in proc.stdout and "minutes per set" in proc.stdout
+    assert "at chance" in proc.stdout
     assert (out / "table.md").read_text() in proc.stdout
+    assert (out / "panel.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # a killed set (no metrics.json, a last.ckpt) continues; a finished one is not trained again
-    finished = (out / "Trace" / "metrics.json").stat().st_mtime_ns
-    (out / "Ramps" / "metrics.json").unlink()
+    finished = (out / "seed0" / "Coffee" / "metrics.json").stat().st_mtime_ns
+    (out / "seed1" / "Ramps" / "metrics.json").unlink()
     proc = benchmark(*args)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (out / "Trace" / "metrics.json").stat().st_mtime_ns == finished
-    assert (out / "Ramps" / "metrics.json").is_file()
-    log = (out / "Ramps" / "train.log").read_text()
+    assert (out / "seed0" / "Coffee" / "metrics.json").stat().st_mtime_ns == finished
+    assert (out / "seed1" / "Ramps" / "metrics.json").is_file()
+    log = (out / "seed1" / "Ramps" / "train.log").read_text()
     assert "Continuing" in log and "(skip_finished=true)" in log
 
 
@@ -86,3 +98,18 @@ def test_a_set_that_is_not_there_is_named(tmp_path):
     assert proc.returncode != 0
     assert "data.name=Missing: no folder" in proc.stdout + proc.stderr
     assert "| Missing | — |" in proc.stdout and "not finished: Missing" in proc.stdout
+
+
+def test_table_only_into_a_new_folder_and_an_empty_root_are_answered(tmp_path):
+    proc = benchmark(
+        "--root",
+        str(tmp_path),
+        "--datasets",
+        "Coffee",
+        "--out",
+        str(tmp_path / "new" / "out"),
+        "--table-only",
+    )
+    assert "| Coffee | — |" in proc.stdout and "Traceback" not in proc.stderr
+    proc = benchmark("--root", str(tmp_path / "empty"))
+    assert proc.returncode == 2 and "holds no data set" in proc.stderr and "Traceback" not in proc.stderr
