@@ -14,6 +14,24 @@ def test_repeat_decoder_reconstructs_every_step_and_feature(cell, num_layers):
     assert dec(torch.randn(4, 6), seq_len=11).shape == (4, 11, 3)
 
 
+def test_a_projected_code_is_the_lstm_input_and_old_checkpoints_keep_the_plain_layout():
+    torch.manual_seed(0)
+    dec = RepeatDecoder(code_size=40, hidden_size=8, output_size=3, input_size=6)
+    assert dec.lstm.input_size == 6 and dec.project.in_features == 40
+    code = torch.randn(4, 40)
+    expected, _ = dec.lstm(dec.project(code).unsqueeze(1).expand(-1, 11, -1))
+    torch.testing.assert_close(dec(code, 11), dec.out(expected))
+    # without input_size the state dict is what checkpoints written before it hold
+    assert set(RepeatDecoder(40, 8, 3).state_dict()) == {
+        "lstm.weight_ih_l0",
+        "lstm.weight_hh_l0",
+        "lstm.bias_ih_l0",
+        "lstm.bias_hh_l0",
+        "out.weight",
+        "out.bias",
+    }
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_teacher_forcing_equals_stepping_with_the_true_previous_values(cell):
     """The fused teacher-forced call is the same computation as a step-by-step loop fed the truth."""

@@ -72,7 +72,8 @@ def test_no_projection_unless_latent_size_is_set():
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_code_shape_for_every_lstm_encoder_and_readout(readout, num_layers, bidirectional):
     enc = LSTMEncoder(3, 8, num_layers, readout, bidirectional=bidirectional)
-    width = {"both": 2, "pooled": 3, "layers": num_layers}.get(readout, 1)  # hidden states per direction
+    # hidden states per direction
+    width = {"both": 2, "pooled": 3, "pyramid": 9, "layers": num_layers}.get(readout, 1)
     expected = 8 * (2 if bidirectional else 1) * width
     assert enc.code_size == expected
     assert enc(torch.randn(5, 7, 3)).shape == (5, expected)
@@ -93,6 +94,16 @@ def test_pooled_and_layers_read_what_they_say():
     out, (h_n, _) = pooled.lstm(x)
     torch.testing.assert_close(pooled(x), torch.cat([h_n[-1], out.mean(1), out.amax(1)], dim=-1))
     torch.testing.assert_close(layers(x), torch.cat([h_n[0], h_n[1]], dim=-1))  # TimeNet: every layer
+
+
+def test_pyramid_reads_what_it_says():
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, 3)
+    pyramid = LSTMEncoder(3, 5, readout="pyramid")
+    out, (h_n, _) = pyramid.lstm(x)
+    halves, quarters = out.view(2, 2, 4, 5).mean(2).unbind(1), out.view(2, 4, 2, 5).mean(2).unbind(1)
+    expected = torch.cat([h_n[-1], out.amax(1), out.mean(1), *halves, *quarters], dim=-1)
+    torch.testing.assert_close(pyramid(x), expected)
 
 
 @pytest.mark.parametrize("readout", ["cell", "both"])

@@ -191,7 +191,7 @@ def test_an_objective_corrupts_what_the_encoder_sees_and_adds_its_loss():
     [
         (
             {"objective": "contrastiv"},
-            r"model.objective must be one of \['denoising', 'fake_samples', 'reconstruction'",
+            r"model.objective must be one of \['contrastive', 'denoising', 'fake_samples', 'reconstruction'",
         ),
         ({"objective": "denoising", "objective_args": {"mask": 2.0}}, "mask must be in"),
         (

@@ -15,17 +15,31 @@ DECODERS = ("repeat", "autoregressive")
 
 
 class RepeatDecoder(nn.Module):
-    """The code, repeated at every step, drives an LSTM; a linear layer maps its outputs to F."""
+    """The code, repeated at every step, drives an LSTM; a linear layer maps its outputs to F.
+
+    ``input_size``: the LSTM reads a linear projection of the code to this many values instead of
+    the code itself. The LSTM multiplies its input at every step, so a wide code (``readout=pyramid``)
+    costs that many times over; projected once per sequence, it costs once.
+    """
 
     def __init__(
-        self, code_size: int, hidden_size: int, output_size: int, num_layers: int = 1, cell: str = "lstm"
+        self,
+        code_size: int,
+        hidden_size: int,
+        output_size: int,
+        num_layers: int = 1,
+        cell: str = "lstm",
+        input_size: int | None = None,
     ) -> None:
         super().__init__()
         rnn = nn.LSTM if cell == "lstm" else nn.GRU
-        self.lstm = rnn(code_size, hidden_size, num_layers=num_layers, batch_first=True)
+        self.project = nn.Linear(code_size, input_size) if input_size else None
+        self.lstm = rnn(input_size or code_size, hidden_size, num_layers=num_layers, batch_first=True)
         self.out = nn.Linear(hidden_size, output_size)
 
     def forward(self, code: Tensor, seq_len: int, target: Tensor | None = None) -> Tensor:
+        if self.project is not None:
+            code = self.project(code)
         steps = code.unsqueeze(1).expand(-1, seq_len, -1)
         out, _ = self.lstm(steps)
         return self.out(out)
@@ -75,10 +89,16 @@ class AutoregressiveDecoder(nn.Module):
 
 
 def build_decoder(
-    name: str, code_size: int, hidden_size: int, output_size: int, num_layers: int, cell: str
+    name: str,
+    code_size: int,
+    hidden_size: int,
+    output_size: int,
+    num_layers: int,
+    cell: str,
+    input_size: int | None = None,
 ) -> nn.Module:
     if name == "repeat":
-        return RepeatDecoder(code_size, hidden_size, output_size, num_layers, cell)
+        return RepeatDecoder(code_size, hidden_size, output_size, num_layers, cell, input_size)
     if name == "autoregressive":
         return AutoregressiveDecoder(code_size, hidden_size, output_size, num_layers, cell)
     raise ConfigError(f"decoder must be one of {DECODERS}, got {name!r}.")

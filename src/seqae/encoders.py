@@ -14,7 +14,9 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from seqae.errors import ConfigError
 
-READOUTS = ("hidden", "cell", "both", "mean", "max", "pooled", "layers")
+READOUTS = ("hidden", "cell", "both", "mean", "max", "pooled", "pyramid", "layers")
+# readout=pyramid: the outputs averaged over the whole series, its halves and its quarters
+PYRAMID = (1, 2, 4)
 CELLS = ("lstm", "gru")
 
 
@@ -23,7 +25,8 @@ class LSTMEncoder(nn.Module):
 
     readout: ``hidden`` (last layer's final h), ``cell`` (last layer's final c), ``both``
     (h and c concatenated), ``mean`` or ``max`` (last layer's outputs averaged, or their maximum,
-    over valid steps), ``pooled`` (final h, mean and max concatenated) or ``layers`` (every
+    over valid steps), ``pooled`` (final h, mean and max concatenated), ``pyramid`` (final h, max, and the mean over the whole series, each half and each quarter of its
+    valid steps: where in the series a pattern occurs, as spatial pyramid pooling keeps) or ``layers`` (every
     layer's final h concatenated, as TimeNet does). With ``bidirectional`` the two directions'
     final states are concatenated. ``latent_size`` adds a linear projection of the readout;
     without it the code is the readout itself.
@@ -55,7 +58,7 @@ class LSTMEncoder(nn.Module):
         )
         self.readout = readout
         directions = 2 if bidirectional else 1
-        widths = {"both": 2, "pooled": 3, "layers": num_layers}
+        widths = {"both": 2, "pooled": 3, "pyramid": 2 + sum(PYRAMID), "layers": num_layers}
         self.readout_size = hidden_size * directions * widths.get(readout, 1)
         self.project = nn.Linear(self.readout_size, latent_size) if latent_size else None
         self.code_size = latent_size or self.readout_size
@@ -70,7 +73,7 @@ class LSTMEncoder(nn.Module):
             packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
             out, state = self.lstm(packed)
             out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
-        elif self.readout in ("hidden", "mean", "max", "pooled"):
+        elif self.readout in ("hidden", "mean", "max", "pooled", "pyramid"):
             # The top layer's outputs up to each sequence's end do not depend on the padding,
             # so the padded (fast, fused) run is exact for these readouts.
             out, state = self.lstm(x)
@@ -104,15 +107,17 @@ class LSTMEncoder(nn.Module):
         return tuple(final) if lstm_state else final[0]
 
     def _read(self, out: Tensor, state: Tensor | tuple[Tensor, Tensor], lengths: Tensor | None) -> Tensor:
-        if self.readout in ("mean", "max", "pooled"):
+        if self.readout in ("mean", "max", "pooled", "pyramid"):
             mean, peak = pool(out, lengths)
-            if self.readout != "pooled":
+            if self.readout in ("mean", "max"):
                 return mean if self.readout == "mean" else peak
             final = (
                 out[:, -1] if lengths is None else out[torch.arange(len(out), device=out.device), lengths - 1]
             )
             if self.lstm.bidirectional:  # the backward direction ends at step 0
                 final = self._last_layer(state[0] if isinstance(state, tuple) else state)
+            if self.readout == "pyramid":
+                return torch.cat([final, peak, *segment_means(out, lengths, PYRAMID)], dim=-1)
             return torch.cat([final, mean, peak], dim=-1)
         h_n, c_n = state if isinstance(state, tuple) else (state, None)
         if self.readout == "layers":  # [layers * directions, B, H] -> [B, layers * directions * H]
@@ -140,6 +145,22 @@ def pool(out: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor]:
     mask = steps_mask(lengths, out.shape[1]).unsqueeze(-1)
     mean = (out * mask).sum(dim=1) / lengths.to(out.dtype).unsqueeze(-1)
     return mean, out.masked_fill(~mask, float("-inf")).amax(dim=1)
+
+
+def segment_means(out: Tensor, lengths: Tensor | None, levels: tuple[int, ...]) -> list[Tensor]:
+    """For each level n, the mean of ``out`` [B, T, C] over each of n equal segments of each
+    sequence's valid steps (a step belongs to the segment its position falls in)."""
+    steps = out.shape[1]
+    valid = torch.full((len(out),), steps, device=out.device) if lengths is None else lengths.to(out.device)
+    position = torch.arange(steps, device=out.device) / valid.unsqueeze(-1).to(out.dtype)  # [B, T] in [0, 1)
+    means = []
+    for n in levels:
+        segment = (position * n).floor()  # [B, T]; >= n past the end
+        for k in range(n):
+            weight = (segment == k).to(out.dtype)
+            count = weight.sum(1, keepdim=True).clamp_min(1.0)
+            means.append((out * weight.unsqueeze(-1)).sum(1) / count)
+    return means
 
 
 def steps_mask(lengths: Tensor, max_len: int) -> Tensor:

@@ -47,6 +47,9 @@ class SequenceAutoencoder(L.LightningModule):
     - ``max_recurrent_steps``: a series longer than this is read ``patch_size`` steps at a time
       (``ceil(sequence_length / max_recurrent_steps)``, each recurrent step a patch of
       ``patch_size x input_size`` values), by the encoder and the decoder alike.
+    - ``decoder_input_size``: the repeat decoder reads a linear projection of the code to this
+      many values, not the code itself (seqae/decoders.py): the same reconstruction from a wide
+      code, at a fraction of the cost.
     - ``reverse_target`` trains the decoder to emit the sequence backwards (Srivastava et al.
       2015); ``forward`` always returns it in the original order.
     - ``objective`` (seqae/objectives/): what the encoder sees and what is added to the
@@ -64,6 +67,7 @@ class SequenceAutoencoder(L.LightningModule):
         dropout: float = 0.0,
         latent_size: int | None = None,
         decoder: str = "repeat",
+        decoder_input_size: int | None = None,
         reverse_target: bool = False,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
@@ -114,8 +118,12 @@ class SequenceAutoencoder(L.LightningModule):
             latent_size=latent_size,
         )
         self.code_size = self.encoder.code_size + (2 * input_size if instance_norm else 0)
-        self.decoder = build_decoder(decoder, self.code_size, hidden_size, steps_in, num_layers, cell)
-        self.objective = build_objective(objective, self.code_size, objective_args)
+        self.decoder = build_decoder(
+            decoder, self.code_size, hidden_size, steps_in, num_layers, cell, decoder_input_size
+        )
+        self.objective = build_objective(
+            objective, self.code_size, objective_args, stats_size=self.code_size - self.encoder.code_size
+        )
         self.register_buffer("norm_loc", torch.zeros(input_size))
         self.register_buffer("norm_scale", torch.ones(input_size))
         self.metrics = torch.nn.ModuleDict(

@@ -27,6 +27,10 @@ Encode = Callable[[Tensor, Tensor | None], Tensor]
 class Objective(nn.Module):
     """Plain reconstruction: the encoder sees the series as they are, and nothing is added."""
 
+    # The code's last ``stats_size`` values are each series' own level and scale (model.instance_norm),
+    # not learned; the model sets it.
+    stats_size: int = 0
+
     def __init__(self, code_size: int) -> None:
         super().__init__()
         self.code_size = code_size
@@ -43,12 +47,14 @@ def names() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(__path__))
 
 
-def build_objective(name: str, code_size: int, args: dict | None = None) -> Objective:
+def build_objective(name: str, code_size: int, args: dict | None = None, stats_size: int = 0) -> Objective:
     if name not in names():
         raise ConfigError(f"model.objective must be one of {names()}, got {name!r}.")
     objective = importlib.import_module(f"{__name__}.{name}").Objective
     try:
-        return objective(code_size, **(args or {}))
+        built = objective(code_size, **(args or {}))
+        built.stats_size = stats_size
+        return built
     except TypeError as e:
         raise ConfigError(
             f"model.objective_args={dict(args or {})} do not fit objective={name}: {e}"
