@@ -53,6 +53,34 @@ def test_ucr_folder_trains_with_the_official_test_split(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_ucr_set_with_gaps_inside_its_series_trains_and_evaluates_by_default(tmp_path):
+    """As the archive distributes DodgerLoopDay or MelbournePedestrian: NaN inside series."""
+    folder = write_tsv(tmp_path / "archive", "Gappy", n_train=30, n_test=12)
+    for split in ("TRAIN", "TEST"):
+        path = folder / f"Gappy_{split}.tsv"
+        lines = [line.split("\t") for line in path.read_text().splitlines()]
+        for fields in lines[::4]:
+            fields[2] = "NaN"  # the second step of every fourth series is missing
+        path.write_text("\n".join("\t".join(f) for f in lines) + "\n")
+    run_dir = tmp_path / "run"
+    proc = run_cli(
+        *MODEL,
+        "data=ucr",
+        f"data.root={tmp_path / 'archive'}",
+        "data.name=Gappy",
+        "data.batch_size=8",
+        "evaluate_after_train=true",
+        f"hydra.run.dir={run_dir}",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "filled 8 missing values in Gappy_TRAIN.tsv and 3 missing values in Gappy_TEST.tsv" in (
+        run_dir / "train.log"
+    ).read_text()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert np.isfinite(metrics["test/mse"]) and 0 <= metrics["eval/probe_accuracy"] <= 1
+
+
+@pytest.mark.slow
 def test_bad_data_exits_naming_the_file_before_anything_is_written(tmp_path):
     x = np.ones((20, 6, 2), np.float32)
     x[7, 2, 0] = np.inf
