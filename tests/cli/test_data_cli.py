@@ -73,9 +73,10 @@ def test_a_ucr_set_with_gaps_inside_its_series_trains_and_evaluates_by_default(t
         f"hydra.run.dir={run_dir}",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "filled 8 missing values in Gappy_TRAIN.tsv and 3 missing values in Gappy_TEST.tsv" in (
-        run_dir / "train.log"
-    ).read_text()
+    assert (
+        "filled 8 missing values in Gappy_TRAIN.tsv and 3 missing values in Gappy_TEST.tsv"
+        in (run_dir / "train.log").read_text()
+    )
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert np.isfinite(metrics["test/mse"]) and 0 <= metrics["eval/probe_accuracy"] <= 1
 

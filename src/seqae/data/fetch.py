@@ -72,7 +72,7 @@ def shipped_sets(wheel: Path, folder: str) -> dict[str, list[str]]:
 def fetch(names: list[str], root: str | Path, cache: str | Path | None = None) -> dict[str, Path]:
     """Write each named set's TRAIN and TEST files to ``<root>/<name>/``; returns name -> folder.
 
-    A set whose folder already holds its files is left as it is. Raises ``KeyError`` naming the
+    A set whose folder already holds its files is left as it is. Raises ``ConfigError`` naming the
     sets that none of the wheels ships, with those they do.
     """
     root = Path(root).expanduser()
