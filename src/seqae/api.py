@@ -62,7 +62,7 @@ class Run:
         filled by linear interpolation, as training data is (``data.missing``)."""
         import torch
 
-        from seqae.data.missing import prepare
+        from seqae.data.arrays import prepare
 
         values, lengths = prepare(as_sequences(x), lengths)
         x = torch.as_tensor(values, dtype=torch.float32)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from seqae.data.datamodule import DataError, SequenceData, SequenceDataModule, label_ids
-from seqae.data.missing import check_missing, fill_gaps
+from seqae.data.missing import check_missing, fill_each
 from seqae.data.rows import LazyRows, MappedArray, Windows, iter_array_chunks, open_npy
 from seqae.errors import ConfigError, MissingFileError
 
@@ -77,8 +77,7 @@ class ArraysDataModule(SequenceDataModule):
         lengths, gaps = scan(array, self.describe(), what, lengths, self.missing)
         if gaps.any():
             array = np.array(array, dtype=np.float32)  # filled in memory: a memory map is read-only
-            for i in np.flatnonzero(gaps):
-                fill_gaps(array[i, : lengths[i]])
+            fill_each(array, lengths, gaps)
             log.info(
                 "data.missing=interpolate: filled %s missing values inside %d %ss of %s by linear "
                 "interpolation (data.missing=error refuses them).",
@@ -255,6 +254,18 @@ def scan(
         found[start : start + len(chunk)] = chunk_lengths
         gaps[start : start + len(chunk)] = (np.isnan(chunk) & inside).sum((1, 2))
     return found, gaps
+
+
+def prepare(x: np.ndarray, lengths: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """``x`` ``[N, T, F]`` as the encoder takes it (``Run.encode``): NaN padding found and zeroed, gaps
+    inside a series interpolated. Returns (x, lengths, or None when every series is full length)."""
+    given = None if lengths is None else np.asarray(lengths, dtype=np.int64)
+    lengths, gaps = scan(x, "x", "series", given, missing="interpolate")
+    if gaps.any() or (lengths < x.shape[1]).any():
+        x = x.copy()
+        fill_each(x, lengths, gaps)
+        x[np.arange(x.shape[1]) >= lengths[:, None]] = 0.0
+    return x, (None if (lengths == x.shape[1]).all() else lengths)
 
 
 def read_csv(path: Path, layout: str) -> np.ndarray:
