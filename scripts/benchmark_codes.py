@@ -286,11 +286,8 @@ def mean_ranks(rows: list[dict]) -> dict[str, float]:
 def plot(rows: list[dict], path: Path) -> bool:
     """seqae against T-Loss K=10 and MiniRocket, a point per set: above the diagonal, seqae wins."""
     pairs = [(k, n) for k, n in REFERENCES.items() if k in ("tloss_k10", "minirocket_ridge")]
-    data = {
-        k: [(r[k], r["logistic"]) for r in rows if r["logistic"] is not None and r[k] is not None]
-        for k, _ in pairs
-    }
-    if not any(data.values()):
+    both = {k: [r for r in rows if r["logistic"] is not None and r[k] is not None] for k, _ in pairs}
+    if not any(both.values()):
         return False
     import matplotlib
 
@@ -299,11 +296,10 @@ def plot(rows: list[dict], path: Path) -> bool:
 
     fig, axes = plt.subplots(1, len(pairs), figsize=(5 * len(pairs), 5), squeeze=False)
     for ax, (key, name) in zip(axes[0], pairs, strict=True):
-        points = data[key]
         ax.plot([0, 1], [0, 1], color="0.6", linewidth=1)
-        if points:
-            ax.scatter([p[0] for p in points], [p[1] for p in points], s=18)
-            wins, ties, losses = win_tie_loss([{"logistic": y, key: x} for x, y in points], key)
+        if both[key]:
+            ax.scatter([r[key] for r in both[key]], [r["logistic"] for r in both[key]], s=18)
+            wins, ties, losses = win_tie_loss(both[key], key)
             ax.set_title(f"seqae vs {name}: {wins} wins, {ties} ties, {losses} losses", fontsize=10)
         ax.set(xlim=(0, 1.02), ylim=(0, 1.02), xlabel=f"{name} accuracy", ylabel="seqae accuracy (logistic)")
         ax.set_aspect("equal")
