@@ -25,9 +25,10 @@ class LSTMEncoder(nn.Module):
 
     readout: ``hidden`` (last layer's final h), ``cell`` (last layer's final c), ``both``
     (h and c concatenated), ``mean`` or ``max`` (last layer's outputs averaged, or their maximum,
-    over valid steps), ``pooled`` (final h, mean and max concatenated), ``pyramid`` (final h, max, and the mean over the whole series, each half and each quarter of its
-    valid steps: where in the series a pattern occurs, as spatial pyramid pooling keeps) or ``layers`` (every
-    layer's final h concatenated, as TimeNet does). With ``bidirectional`` the two directions'
+    over valid steps), ``pooled`` (final h, mean and max concatenated), ``pyramid`` (final h, max,
+    and the mean over the whole series, each half and each quarter of its valid steps: where in the
+    series a pattern occurs, as spatial pyramid pooling keeps) or ``layers`` (every layer's final h
+    concatenated, as TimeNet does). With ``bidirectional`` the two directions'
     final states are concatenated. ``latent_size`` adds a linear projection of the readout;
     without it the code is the readout itself.
     """
@@ -116,8 +117,8 @@ class LSTMEncoder(nn.Module):
             )
             if self.lstm.bidirectional:  # the backward direction ends at step 0
                 final = self._last_layer(state[0] if isinstance(state, tuple) else state)
-            if self.readout == "pyramid":
-                return torch.cat([final, peak, *segment_means(out, lengths, PYRAMID)], dim=-1)
+            if self.readout == "pyramid":  # the whole series' mean is pool's; then the finer levels
+                return torch.cat([final, peak, mean, *segment_means(out, lengths, PYRAMID[1:])], dim=-1)
             return torch.cat([final, mean, peak], dim=-1)
         h_n, c_n = state if isinstance(state, tuple) else (state, None)
         if self.readout == "layers":  # [layers * directions, B, H] -> [B, layers * directions * H]
