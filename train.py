@@ -1,28 +1,10 @@
 """Train a sequence autoencoder: ``python train.py encoder=stacked readout=cell``.
 
-Configs live in ``conf/`` (``python train.py --help`` lists the groups); outputs land in
-``outputs/train/runs/<timestamp>/`` (sweeps: ``outputs/train/multiruns/<timestamp>/<job>/``).
+The same as the installed ``seqae-train`` (seqae/commands/train.py); configs live in
+``src/seqae/conf/``.
 """
 
-import sys
-
-import hydra
-from omegaconf import DictConfig
-
-from seqae.resume import rewrite_argv
-from seqae.startup import frozen_imports
-
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    # Imported here so that a bad override fails before torch and Lightning are loaded; without the
-    # garbage collector's scans on the way (0.8 s of start-up, see seqae/startup.py).
-    with frozen_imports():
-        from seqae.train import optimized_metric, train
-
-    return optimized_metric(cfg, train(cfg))
-
+from seqae.commands.train import main
 
 if __name__ == "__main__":
-    sys.argv = rewrite_argv(sys.argv)  # resume=<run folder> -> that run's overrides + its last.ckpt
     main()

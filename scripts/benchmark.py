@@ -66,7 +66,6 @@ with frozen_imports():  # as train.py imports them, so that seqae's fit here mee
     from torch import Tensor, nn
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
 
 
 @dataclass(frozen=True)
@@ -120,7 +119,7 @@ def compose_train_config(overrides: list[str], output_dir: Path):
     """The config `python train.py <overrides>` sees, with HydraConfig set as in a real run."""
     from seqae.train import compose_config
 
-    return compose_config(CONF, overrides, output_dir)
+    return compose_config(overrides, output_dir)
 
 
 def set_run_dir(cfg, output_dir: Path) -> None:

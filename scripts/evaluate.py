@@ -1,40 +1,6 @@
-"""Downstream evaluation of a trained model: ``python scripts/evaluate.py ckpt=<run>/checkpoints/best.ckpt``.
+"""``python scripts/evaluate.py ...``: the installed ``seqae-evaluate`` (seqae/commands/evaluate.py)."""
 
-Prints and writes ``eval.json`` (default: the checkpoint's run folder, beside ``metrics.json``):
-test reconstruction MSE/MAE, linear-probe and 1-NN accuracy of the codes when the data has labels,
-and the anomaly AUROC of per-sequence reconstruction error with ``eval.anomaly_label=<class>``.
-Settings: conf/evaluate.yaml and conf/eval/default.yaml.
-"""
-
-import json
-import logging
-from pathlib import Path
-
-import hydra
-from omegaconf import DictConfig
-
-from seqae.startup import frozen_imports
-
-log = logging.getLogger("evaluate")
-
-
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
-def main(cfg: DictConfig) -> None:
-    # Imported here so that a bad override fails before torch and Lightning are loaded (and without
-    # the garbage collector's scans on the way: seqae/startup.py).
-    with frozen_imports():
-        from seqae.console import tidy_console
-        from seqae.encoding import load_checkpoint_and_data
-        from seqae.evaluation import evaluate, evaluate_config, write_eval_json
-
-    tidy_console()
-    model, datamodule, run_dir = load_checkpoint_and_data(cfg.ckpt, cfg.get("data"), cfg.seed, cfg.device)
-    results = evaluate(model, datamodule, **evaluate_config(cfg.eval))
-    out = Path(cfg.out) if cfg.out else run_dir / "eval.json"
-    write_eval_json(out, results, cfg.ckpt, train_split=cfg.eval.train_split, test_split=cfg.eval.test_split)
-    print(json.dumps(results, indent=2))
-    log.info("Wrote %s", out)
-
+from seqae.commands.evaluate import main
 
 if __name__ == "__main__":
     main()

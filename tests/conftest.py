@@ -13,10 +13,11 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
+import seqae.conf
 from seqae.train import compose_config as compose_train_config
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
+CONF = Path(seqae.conf.__file__).parent  # the configs ship in the package
 
 # Small enough that a whole fit takes about a second on one core.
 TINY = [
@@ -52,7 +53,7 @@ def quiet_trainer(root: Path, **kwargs) -> L.Trainer:
 
 def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
     """The config `python train.py <overrides>` would see, with HydraConfig set as in a real run."""
-    return compose_train_config(CONF, overrides, output_dir)
+    return compose_train_config(overrides, output_dir)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -55,7 +55,7 @@ def test_fit_from_another_folder_writes_a_cli_run_and_load_gives_it_back(tmp_pat
 
 
 @pytest.mark.slow
-def test_the_transformer_works_in_a_pipeline_a_clone_and_a_grid_search(tmp_path):
+def test_the_transformer_works_in_a_pipeline_a_clone_and_a_grid_search(tmp_path, capfd):
     x, y = two_classes(80)
     encoder = seqae.SequenceEncoder(overrides=TINY, output_dir=str(tmp_path / "runs"))
     pipeline = Pipeline([("codes", encoder), ("clf", LogisticRegression())])
@@ -68,11 +68,23 @@ def test_the_transformer_works_in_a_pipeline_a_clone_and_a_grid_search(tmp_path)
     copy.set_params(overrides=(*TINY, "readout=mean"))
     assert copy.get_params()["overrides"][-1] == "readout=mean"
 
-    grid = {"codes__overrides": [TINY, (*TINY, "model.hidden_size=4")]}
+    # As quiet as any scikit-learn estimator (verbose=0): not a line per fold, on either stream.
+    # (Logging every step: the tiny folds are shorter than Lightning's default logging interval,
+    # which it would warn about, as it warns a user of any run that short.)
+    quiet = (*TINY, "trainer.log_every_n_steps=1")
+    grid = {"codes__overrides": [quiet, (*quiet, "model.hidden_size=4")]}
     search = GridSearchCV(Pipeline([("codes", encoder), ("clf", LogisticRegression())]), grid, cv=2)
+    capfd.readouterr()
     search.fit(x[:60], y[:60])
+    out, err = capfd.readouterr()
+    assert out.splitlines() == [] and err.splitlines() == []
     assert search.best_params_["codes__overrides"] in grid["codes__overrides"]
-    assert len(list((tmp_path / "runs").iterdir())) == 2 * 2 + 1 + 1  # folds x settings, refit, the pipeline
+    runs = sorted((tmp_path / "runs").iterdir())
+    assert len(runs) == 2 * 2 + 1 + 1  # folds x settings, refit, the pipeline
+    assert "Training budget: 8 optimizer steps" in (runs[-1] / "train.log").read_text()  # the log is whole
+
+    loud = seqae.SequenceEncoder(overrides=TINY, output_dir=str(tmp_path / "loud"), verbose=1).fit(x[:20])
+    assert "Training budget" in capfd.readouterr().out and loud.transform(x[:2]).shape[0] == 2
 
 
 def test_x_of_the_wrong_shape_is_named():

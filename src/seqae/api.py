@@ -1,7 +1,7 @@
 """The notebook door: ``seqae.fit``, ``seqae.load`` and a scikit-learn transformer, over the CLI's task.
 
 ``fit(x, overrides=["encoder=stacked"])`` composes the same config ``python train.py encoder=stacked``
-composes (``conf/``), with ``data=arrays`` reading ``x`` from a ``data.npz`` written into the run
+composes (the package's ``seqae/conf/``), with ``data=arrays`` reading ``x`` from a ``data.npz`` written into the run
 folder, and runs it as a Hydra job (``hydra.core.utils.run_job``, as the CLI does): the same
 ``seqae.train.train``, the same run folder, ``.hydra/``, ``train.log``, TensorBoard events and
 ``metrics.json``. It works from any working directory; runs land in ``outputs/train/runs/`` under
@@ -22,7 +22,8 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from seqae.errors import ConfigError, MissingFileError
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
+# verbose=0: the console shows warnings only (train.log still gets everything), and no progress bar
+QUIET = ["++hydra.job_logging.handlers.console.level=WARNING", "++callbacks.progress_bar.refresh_rate=0"]
 
 
 @dataclass
@@ -85,6 +86,7 @@ def fit(
     *,
     overrides: Sequence[str] = (),
     output_dir: str | Path | None = None,
+    verbose: int = 1,
 ) -> Run:
     """Train on ``x`` as ``python train.py <overrides>`` would, and return the run.
 
@@ -92,13 +94,15 @@ def fit(
     series, or the path of a file ``data=arrays`` reads. ``lengths`` ``[N]``: valid steps per
     sequence. ``labels`` ``[N]``: classes for the probes only (the model never sees them); with
     them the run also evaluates its codes (``evaluate_after_train=true``). ``overrides``: exactly
-    the CLI's, e.g. ``("encoder=stacked", "model.hidden_size=128")``.
+    the CLI's, e.g. ``("encoder=stacked", "model.hidden_size=128")``. ``verbose=0``: nothing on the
+    console but warnings (no progress bar, budget or summary); the run's ``train.log`` is as full.
     """
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f")
     run_dir = Path(output_dir or Path("outputs") / "train" / "runs" / stamp).expanduser().absolute()
     data = _data_overrides(x, lengths, labels, run_dir)
     evaluate = ["evaluate_after_train=true"] if labels is not None else []
-    job = [*data, *evaluate, *overrides, f"hydra.run.dir={run_dir}", "hydra.job.name=train"]
+    quiet = [] if verbose else QUIET
+    job = [*data, *evaluate, *quiet, *overrides, f"hydra.run.dir={run_dir}", "hydra.job.name=train"]
     metrics = run_training_job(job)
     return Run(run_dir, metrics=metrics)
 
@@ -129,22 +133,33 @@ class SequenceEncoder(TransformerMixin, BaseEstimator):
 
     ``Pipeline([("codes", SequenceEncoder(["model.hidden_size=32"])), ("clf", LogisticRegression())])``
     and ``GridSearchCV`` over ``codes__overrides`` work as with any transformer.
+
+    ``overrides``: the CLI's (``seqae-train`` overrides). ``output_dir``: a folder for the runs, one
+    per fit (default: ``outputs/train/runs/`` under the working directory). ``verbose``: 0 (the
+    default, as scikit-learn's estimators) prints nothing but warnings; 1 shows the progress bar,
+    the budget and the run's summary.
     """
 
-    def __init__(self, overrides: Sequence[str] = (), output_dir: str | None = None) -> None:
+    def __init__(
+        self, overrides: Sequence[str] = (), output_dir: str | None = None, verbose: int = 0
+    ) -> None:
         self.overrides = overrides
         self.output_dir = output_dir
+        self.verbose = verbose
 
     def fit(self, X: Any, y: Any = None) -> SequenceEncoder:
+        """Train an autoencoder on ``X`` ``[N, T, F]`` (or ``[N, T]``; NaN-padded for shorter series).
+        ``y`` is ignored: the autoencoder never sees labels."""
         x = as_sequences(X)
         output_dir = None
         if self.output_dir is not None:  # one folder per fit, so refits never meet an earlier run
             output_dir = Path(self.output_dir) / datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f")
-        self.run_ = fit(x, overrides=tuple(self.overrides), output_dir=output_dir)
+        self.run_ = fit(x, overrides=tuple(self.overrides), output_dir=output_dir, verbose=self.verbose)
         self.n_features_in_ = x.shape[-1]
         return self
 
     def transform(self, X: Any) -> np.ndarray:
+        """The codes ``[N, code_size]`` of ``X`` (in its own units, as ``fit`` took it)."""
         from sklearn.utils.validation import check_is_fitted
 
         check_is_fitted(self, "run_")
@@ -182,30 +197,28 @@ def _data_overrides(x: Any, lengths: Any, labels: Any, run_dir: Path) -> list[st
 
 
 def run_training_job(overrides: list[str]) -> dict[str, Any]:
-    """``python train.py <overrides>`` in this process: Hydra composes ``conf/`` and runs
-    ``seqae.train.train`` as a job (run folder, .hydra/, train.log), as the CLI does."""
-    from hydra import compose, initialize_config_dir
-    from hydra._internal.callbacks import Callbacks
-    from hydra.core.global_hydra import GlobalHydra
+    """``seqae-train <overrides>`` in this process: the same composed config, run by Hydra's own
+    ``run_job`` as the CLI runs it (run folder, .hydra/, train.log)."""
     from hydra.core.utils import run_job
     from hydra.types import HydraContext
 
-    from seqae.train import train
+    from seqae.train import compose_config, train
 
-    if not CONF.is_dir():
-        raise MissingFileError(
-            f"{CONF}: no config folder. seqae.fit uses the repository's conf/; install seqae from its "
-            f"checkout (pip install -e <repo>), as the README's `make` does."
-        )
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
-        context = HydraContext(config_loader=GlobalHydra.instance().config_loader(), callbacks=Callbacks(cfg))
-        result = run_job(
-            task_function=train,
-            config=cfg,
-            job_dir_key="hydra.run.dir",
-            job_subdir_key=None,
-            hydra_context=context,
-        )
+    result = run_job(
+        task_function=train,
+        config=compose_config(overrides),
+        job_dir_key="hydra.run.dir",
+        job_subdir_key=None,
+        hydra_context=HydraContext(config_loader=None, callbacks=_NoJobCallbacks()),
+    )
     return result.return_value  # raises the job's exception, if it failed
+
+
+class _NoJobCallbacks:
+    """The job hooks of Hydra's callbacks: seqae's (conf/hydra/default.yaml) act on multiruns only."""
+
+    def on_job_start(self, **kwargs: Any) -> None:
+        pass
+
+    def on_job_end(self, **kwargs: Any) -> None:
+        pass

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 import lightning as L
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, Timer
 
 from seqae.errors import ConfigError
 
@@ -21,53 +21,57 @@ class BudgetError(ConfigError):
     """A budget that would train forever, or end before anything is validated."""
 
 
-def describe_budget(trainer: L.Trainer, train_sequences: int, batch_size: int) -> tuple[str, str | None]:
+def plan_budget(trainer: L.Trainer, train_sequences: int, batch_size: int) -> tuple[str, str | None]:
     """One line saying what the run will do (steps, epochs, validations, patience), and a warning
-    or None. Raises ``BudgetError`` for a budget without an end, or one that ends before the
-    first validation while a callback waits on ``val/loss``."""
+    or None. A budget shorter than ``trainer.val_check_interval`` validates once, at its end (the
+    Trainer's interval is set to the budget), so every run has a best checkpoint and a test. Raises
+    ``BudgetError`` for a budget without an end."""
     if trainer.fast_dev_run or trainer.overfit_batches:
         return "Training budget: set by the debug mode (fast_dev_run / overfit_batches).", None
     batches = batches_per_pass(trainer, train_sequences, batch_size)
     max_steps, max_epochs = trainer.max_steps, trainer.max_epochs
     by_epochs = max_epochs * batches if max_epochs is not None and max_epochs >= 0 else math.inf
     steps = min(max_steps if max_steps >= 0 else math.inf, by_epochs)
-    if not math.isfinite(steps):
+    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+    time_limit = (
+        f" or trainer.max_time ({timer.time_remaining():,.0f} s), whichever comes first" if timer else ""
+    )
+    if not math.isfinite(steps) and timer is None:
         raise BudgetError(
             f"trainer.max_steps={max_steps} and trainer.max_epochs={max_epochs} set no end to training; "
-            f"expected a budget in optimizer steps, e.g. trainer.max_steps=3000."
+            f"expected a budget in optimizer steps (e.g. trainer.max_steps=3000), epochs or trainer.max_time."
         )
     every = _validation_every(trainer, batches)
-    validations = int(steps // every) if every else 0
-    waiting = [
-        type(c).__name__
-        for c in trainer.callbacks
-        if isinstance(c, EarlyStopping | ModelCheckpoint) and getattr(c, "monitor", None)
-    ]
-    if validations == 0 and waiting and trainer.limit_val_batches != 0:
-        raise BudgetError(
-            f"Training stops after {steps:,} optimizer steps, before the first validation "
-            f"(every {every:,} steps: trainer.val_check_interval={trainer.val_check_interval}), so "
-            f"{' and '.join(sorted(set(waiting)))} would never see val/loss. Lower "
-            f"trainer.val_check_interval to at most {steps}, or raise trainer.max_steps."
-        )
-    passes = steps / batches
-    parts = [
-        f"Training budget: {steps:,} optimizer steps = {passes:,.{0 if passes >= 10 else 2}f} passes over the "
-        f"{train_sequences:,} training sequences ({batches:,} batches of {batch_size} each)"
-    ]
-    if validations:
+    validations = int(steps // every) if every and math.isfinite(steps) else 0
+    at_end = validations == 0 and every and math.isfinite(steps) and trainer.check_val_every_n_epoch is None
+    if at_end:  # a short budget (a quick look, a tiny sweep): its only validation comes at its end
+        trainer.val_check_interval = every = int(steps)
+        validations = 1
+    if not math.isfinite(steps):
+        parts = [f"Training budget: trainer.max_time ({timer.time_remaining():,.0f} s)"]
+    else:
+        passes = steps / batches
+        parts = [
+            f"Training budget: {steps:,} optimizer step{'s' if steps != 1 else ''} = {passes:,.{0 if passes >= 10 else 2}f} passes over "
+            f"the {train_sequences:,} training sequences ({batches:,} batches of {batch_size} each){time_limit}"
+        ]
+    if at_end:
+        parts.append("validating once, at its end")
+    elif every and not validations:
+        parts.append(f"validating every {every:,} steps")
+    elif validations:
         limit = trainer.limit_val_batches
         size = f", at most {limit} batches each" if isinstance(limit, int) else ""
         times = "once" if validations == 1 else f"{validations} times"
         parts.append(f"validating every {every:,} steps ({times}{size})")
     stopper = next((c for c in trainer.callbacks if isinstance(c, EarlyStopping)), None)
-    if stopper is not None and validations:
+    if stopper is not None and validations and not at_end:
         parts.append(
             f"stopping early after {stopper.patience} validations ({stopper.patience * every:,} steps) "
             f"without a better {stopper.monitor}"
         )
     warning = None
-    if steps < batches:
+    if math.isfinite(steps) and steps < batches:
         warning = (
             f"The budget of {steps:,} steps covers {steps / batches:.1%} of one pass over the "
             f"{train_sequences:,} training sequences; raise trainer.max_steps to train on all of them."

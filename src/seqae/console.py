@@ -45,6 +45,15 @@ def tidy_console() -> None:
         rank_zero.addFilter(_DropAdvertisements())
     # torch 2.13 deprecates isinstance checks on LeafSpec, which Lightning's _pytree still makes
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    # model.steps_per_call > 1 asks Lightning for the loader's iterator (stable in practice since 2.0),
+    # and Lightning says so on every fit.
+    warnings.filterwarnings("ignore", message="Found `dataloader_iter` argument in the `training_step`")
+    warnings.filterwarnings("ignore", message="You are using the `dataloader_iter` step flavor")
+    # Under automatic optimization Lightning offers the plateau scheduler every step, before the first
+    # validation too; the model steps it on each validation itself (lr_scheduler_step).
+    warnings.filterwarnings(
+        "ignore", message="ReduceLROnPlateau conditioned on metric val/loss which is not available"
+    )
     # on a machine with SLURM installed, every run outside SLURM is told to prepend srun
     warnings.filterwarnings(
         "ignore", message=r"The `srun` command is available on your system but is not used"

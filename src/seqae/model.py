@@ -3,34 +3,25 @@
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MinMetric
 
 from seqae import fast_path
 from seqae.checkpoints import restore_rng_states, rng_states
-from seqae.decoders import build_decoder
-from seqae.encoders import LSTMEncoder, steps_mask
+from seqae.decoders import RepeatDecoder, build_decoder
+from seqae.encoders import steps_mask
 from seqae.errors import ConfigError, TrainingDivergedError
-from seqae.objectives import build_objective
+from seqae.objectives import Objective, build_objective
+from seqae.targets import build
 
 SCHEDULERS = (None, "plateau", "cosine")
 # instance_norm: a series flatter than this variance (in normalised units) is scaled as if it had it
 INSTANCE_VAR_FLOOR = 1e-6
-
-# steps_per_call > 1 asks Lightning for the loader's iterator (stable in practice since 2.0), and
-# Lightning says so on every fit.
-warnings.filterwarnings("ignore", message="Found `dataloader_iter` argument in the `training_step`")
-warnings.filterwarnings("ignore", message="You are using the `dataloader_iter` step flavor")
-# Under automatic optimization Lightning offers the plateau scheduler every step, before the first
-# validation too; the model steps it on each validation itself (lr_scheduler_step).
-warnings.filterwarnings(
-    "ignore", message="ReduceLROnPlateau conditioned on metric val/loss which is not available"
-)
 
 
 class SequenceAutoencoder(L.LightningModule):
@@ -54,6 +45,11 @@ class SequenceAutoencoder(L.LightningModule):
       2015); ``forward`` always returns it in the original order.
     - ``objective`` (seqae/objectives/): what the encoder sees and what is added to the
       reconstruction loss, e.g. ``denoising`` or DTCR's ``fake_samples``.
+    - ``encoder``, ``decoder``, ``objective`` as ``{"_target_": "mylab.ConvEncoder", **kwargs}``: a
+      module of the researcher's own (seqae/targets.py; docs/models.md gives the contracts). Without
+      an ``encoder`` spec the encoder is seqae's recurrent one, built the same way from
+      ``hidden_size``, ``num_layers``, ``readout``, ``cell``, ``bidirectional``, ``dropout`` and
+      ``latent_size``.
     """
 
     def __init__(
@@ -66,7 +62,7 @@ class SequenceAutoencoder(L.LightningModule):
         bidirectional: bool = False,
         dropout: float = 0.0,
         latent_size: int | None = None,
-        decoder: str = "repeat",
+        decoder: str | dict[str, Any] = "repeat",
         decoder_input_size: int | None = None,
         reverse_target: bool = False,
         lr: float = 1e-3,
@@ -77,8 +73,9 @@ class SequenceAutoencoder(L.LightningModule):
         instance_norm: bool = False,
         sequence_length: int | None = None,
         max_recurrent_steps: int | None = None,
-        objective: str = "reconstruction",
+        objective: str | dict[str, Any] = "reconstruction",
         objective_args: dict[str, Any] | None = None,
+        encoder: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(steps_per_call, int) or isinstance(steps_per_call, bool) or steps_per_call < 1:
@@ -107,23 +104,41 @@ class SequenceAutoencoder(L.LightningModule):
         )
         steps_in = input_size * self.patch_size  # the values of one recurrent step
         self.reads_as_is = not instance_norm and self.patch_size == 1  # no scaling, no patches
-        self.encoder = LSTMEncoder(
-            steps_in,
-            hidden_size,
-            num_layers,
-            readout,
+        recurrent = dict(
+            _target_="seqae.encoders.LSTMEncoder",
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            readout=readout,
             cell=cell,
             bidirectional=bidirectional,
             dropout=dropout,
             latent_size=latent_size,
         )
-        self.code_size = self.encoder.code_size + (2 * input_size if instance_norm else 0)
-        self.decoder = build_decoder(
-            decoder, self.code_size, hidden_size, steps_in, num_layers, cell, decoder_input_size
-        )
-        self.objective = build_objective(
-            objective, self.code_size, objective_args, stats_size=self.code_size - self.encoder.code_size
-        )
+        self.encoder = build(encoder or recurrent, "encoder", input_size=steps_in)
+        encoded = getattr(self.encoder, "code_size", None)
+        if not isinstance(encoded, int) or encoded < 1:
+            raise ConfigError(
+                f"encoder {type(self.encoder).__qualname__} has code_size={encoded!r}; an encoder sets "
+                f"self.code_size, the width of the [B, code_size] codes its forward returns."
+            )
+        self.code_size = encoded + (2 * input_size if instance_norm else 0)
+        if isinstance(decoder, dict):
+            self.decoder = build(decoder, "decoder", code_size=self.code_size, output_size=steps_in)
+        else:
+            self.decoder = build_decoder(
+                decoder, self.code_size, hidden_size, steps_in, num_layers, cell, decoder_input_size
+            )
+        stats_size = self.code_size - encoded
+        if isinstance(objective, dict):
+            self.objective = build(objective, "objective", code_size=self.code_size)
+            if not isinstance(self.objective, Objective):
+                raise ConfigError(
+                    f"objective._target_={objective['_target_']!r} must subclass seqae.objectives.Objective "
+                    f"(its corrupt and extra_loss hooks are what the model calls)."
+                )
+            self.objective.stats_size = stats_size
+        else:
+            self.objective = build_objective(objective, self.code_size, objective_args, stats_size=stats_size)
         self.register_buffer("norm_loc", torch.zeros(input_size))
         self.register_buffer("norm_scale", torch.ones(input_size))
         self.metrics = torch.nn.ModuleDict(
@@ -296,7 +311,7 @@ class SequenceAutoencoder(L.LightningModule):
             f"inputs: {finite(self.normalize(batch['x']))}; {reconstruction}parameters with non-finite "
             f"values{after}: {bad_params or 'none'}. Training stopped so that no checkpoint holds NaNs; "
             f"the last good one is checkpoints/last.ckpt. Try a lower model.lr, a smaller "
-            f"model.gradient_clip_val, clean data, or trainer.detect_anomaly=true to find the operation."
+            f"model.gradient_clip_val, clean data, or +trainer.detect_anomaly=true to find the operation."
         )
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
@@ -310,7 +325,7 @@ class SequenceAutoencoder(L.LightningModule):
         target, recon = self.reconstruction(x, lengths, teacher_forcing=True)
         loss = masked_mse(recon, target, lengths)
         self.log(f"{stage}/loss", loss, batch_size=target.shape[0], sync_dist=True)
-        if self.hparams.decoder != "repeat":  # metrics on what the decoder generates by itself
+        if not isinstance(self.decoder, RepeatDecoder):  # metrics on what the decoder generates by itself
             _, recon = self.reconstruction(x, lengths)
         if lengths is not None:
             mask = steps_mask(lengths, target.shape[1])
@@ -371,6 +386,12 @@ class SequenceAutoencoder(L.LightningModule):
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, **monitor}}
         # Cosine decay over the run's optimizer steps (trainer.max_steps, or max_epochs of batches).
         steps = self.trainer.estimated_stepping_batches
+        if not math.isfinite(steps):  # trainer.max_time alone: no length to anneal over
+            rank_zero_warn(
+                "model.scheduler=cosine needs a budget in steps or epochs; under trainer.max_time "
+                "alone the learning rate stays at model.lr."
+            )
+            return optimizer
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, int(steps)))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

@@ -21,7 +21,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from seqae.budget import batches_per_pass, describe_budget
+from seqae.budget import batches_per_pass, plan_budget
 from seqae.checkpoints import check_matches, read_checkpoint
 from seqae.console import tidy_console
 from seqae.errors import ConfigError, MissingMetricError, RunFolderError, instantiate
@@ -82,7 +82,11 @@ def fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, start
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")  # the model's input size and normalisation come from the data
     model = instantiate(
-        cfg.model, input_size=datamodule.num_features, sequence_length=datamodule.sequence_length
+        cfg.model,
+        _recursive_=False,  # the modules' specs reach the model as plain dicts (seqae/targets.py)
+        input_size=datamodule.num_features,
+        sequence_length=datamodule.sequence_length,
+        **module_specs(cfg),
     )
     model.set_normalization(*datamodule.normalization())
     if ckpt_path is not None:  # fail now, naming the file and the mismatch, not inside Lightning
@@ -92,7 +96,7 @@ def fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, start
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     check_precision(trainer, cfg.trainer.get("precision"))
     train_sequences = len(datamodule.splits["train"])
-    budget, warning = describe_budget(trainer, train_sequences, datamodule.batch_size)
+    budget, warning = plan_budget(trainer, train_sequences, datamodule.batch_size)
     if trainer.is_global_zero:
         log.info(budget)
         if warning:
@@ -131,6 +135,16 @@ def fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, start
         write_json_atomically(output_dir / "metrics.json", metrics)
         log.info(run_summary(output_dir, metrics))
     return metrics
+
+
+def module_specs(cfg: DictConfig) -> dict[str, dict[str, Any]]:
+    """The researcher's own modules: an ``encoder``, ``decoder`` or ``objective`` config with a
+    ``_target_`` (their ``<conf>/encoder/<name>.yaml``, found through ``hydra.searchpath``)."""
+    return {
+        key: OmegaConf.to_container(cfg[key], resolve=True)
+        for key in ("encoder", "decoder", "objective")
+        if isinstance(cfg.get(key), DictConfig) and "_target_" in cfg[key]
+    }
 
 
 def run_summary(output_dir: Path, metrics: dict[str, Any]) -> str:
@@ -296,18 +310,21 @@ def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, torch.Tensor) and v.numel() == 1}
 
 
-def compose_config(config_dir: str | Path, overrides: list[str], output_dir: str | Path) -> DictConfig:
-    """The config `python train.py <overrides>` sees, with HydraConfig set as in a real run, for
-    running ``train(cfg)`` in-process (tests, the benchmark, a notebook)."""
-    from hydra import compose, initialize_config_dir
+def compose_config(overrides: list[str], output_dir: str | Path | None = None) -> DictConfig:
+    """The config ``seqae-train <overrides>`` sees, Hydra's own section included, composed from the
+    package's ``seqae/conf``: the one composition path of the notebook door, the tests and the
+    benchmark. With ``output_dir``, HydraConfig is set as in a real run there, for calling
+    ``train(cfg)`` in this process."""
+    from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import open_dict
 
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(output_dir)
-        cfg.hydra.job.num = 0
-    HydraConfig.instance().set_config(cfg)
+    with initialize_config_module(config_module="seqae.conf", version_base="1.3", job_name="train"):
+        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+    if output_dir is not None:
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(output_dir)
+            cfg.hydra.job.num = 0
+        HydraConfig.instance().set_config(cfg)
     return cfg

@@ -35,15 +35,30 @@ def numbers(metrics: dict) -> dict:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize(
+    "budget",
+    [
+        [],  # 40 steps in one Lightning epoch
+        pytest.param(
+            ["trainer.max_steps=-1", "trainer.max_epochs=3"],  # 3 epochs of 13 batches
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="known bug (issue 28): a resume mid-epoch of an epoch-bounded run differs from "
+                "the first step after the kill (train/loss at step 7), by up to 1e-4 in the test metrics",
+            ),
+        ),
+    ],
+    ids=["steps", "epochs"],
+)
+def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, budget):
     whole = tmp_path / "whole"
-    proc = run_cli(*RUN, f"hydra.run.dir={whole}")
+    proc = run_cli(*RUN, *budget, f"hydra.run.dir={whole}")
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     killed = tmp_path / "killed"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     child = subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), *RUN, f"hydra.run.dir={killed}"],
+        [sys.executable, str(ROOT / "train.py"), *RUN, *budget, f"hydra.run.dir={killed}"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,

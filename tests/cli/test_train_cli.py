@@ -132,3 +132,35 @@ def test_an_unknown_group_option_fails_naming_it_and_the_choices(tmp_path):
     proc = run_cli("encoder=stackd", f"hydra.run.dir={tmp_path / 'run'}")
     assert proc.returncode != 0
     assert "stackd" in proc.stderr and "stacked" in proc.stderr  # Hydra lists the available options
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("budget", "steps"),
+    [
+        (["-m", "trainer.max_steps=1,3"], {"0": 1, "1": 3}),  # a sweep over tiny budgets
+        (["trainer.max_epochs=2", "trainer.max_steps=-1"], {"": 8}),  # 2 passes of 4 batches
+        (["trainer.max_epochs=2"], {"": 8}),  # epochs bound a run that also has max_steps
+        (["+trainer.max_time=00:00:00:03", "trainer.max_steps=-1"], {"": None}),
+    ],
+)
+def test_any_budget_trains_validates_checkpoints_and_tests(tmp_path, budget, steps):
+    # Validation every 100 steps: none of these budgets reaches it, so each validates at its end.
+    multirun = [a for a in budget if a == "-m"]  # Hydra's flag goes before the overrides
+    proc = run_cli(
+        *multirun,
+        *TINY,
+        "trainer.val_check_interval=100",
+        *[a for a in budget if a != "-m"],
+        f"hydra.run.dir={tmp_path}",
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for job, expected in steps.items():
+        run = tmp_path / job
+        metrics = json.loads((run / "metrics.json").read_text())
+        if expected is not None:
+            assert metrics["steps"] == expected
+        assert metrics["steps"] >= 1 and "val/loss_best" in metrics and "test/mse" in metrics
+        assert (run / "checkpoints" / "best.ckpt").is_file()
+        assert "Training budget: " in (run / "train.log").read_text()

@@ -253,8 +253,9 @@ class SequenceDataModule(L.LightningDataModule):
             trainer = self.trainer
             # One Lightning epoch covers the whole step budget (or one pass over data larger than it):
             # a 20-series set then makes thousands of steps without thousands of epoch ends, each of
-            # which costs Lightning's epoch machinery (and, on the fast path, a validation).
-            if trainer.max_steps > 0:
+            # which costs Lightning's epoch machinery (and, on the fast path, a validation). A budget
+            # in epochs (trainer.max_epochs) keeps Lightning's epochs as passes, so that it counts them.
+            if trainer.max_steps > 0 and (trainer.max_epochs is None or trainer.max_epochs < 0):
                 loader.sampler.passes = max(1, -(-trainer.max_steps // loader.sampler.batches_per_pass()))
             # resumable mid-epoch: see SliceLoader
             loader.batches_done = lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed

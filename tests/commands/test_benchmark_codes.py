@@ -1,4 +1,4 @@
-"""scripts/benchmark_codes.py: train and evaluate each archive set, one table with published numbers."""
+"""seqae-benchmark-codes (seqae/commands/benchmark_codes.py): train and evaluate each archive set, one table with published numbers."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def write_set(root: Path, name: str, n: int = 24, length: int = 16, seed: int = 
 
 def benchmark(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "benchmark_codes.py"), *args],
+        [sys.executable, "-m", "seqae.commands.benchmark_codes", *args],
         cwd=ROOT,
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
         capture_output=True,
@@ -48,7 +48,7 @@ def benchmark(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_the_panel_trains_every_set_of_a_folder_per_seed_summarises_and_resumes(tmp_path):
     root, out = tmp_path / "archives", tmp_path / "out"
-    write_set(root, "Coffee")  # a name with reference numbers (benchmarks/reference.csv)
+    write_set(root, "Coffee")  # a name with reference numbers (seqae/commands/reference.csv)
     write_set(root, "Ramps", seed=1)
     args = ["--root", str(root), "--out", str(out), "--jobs", "2", "--seeds", "0,1", "--control", "--", *TINY]
     proc = benchmark(*args)
