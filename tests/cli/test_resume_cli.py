@@ -38,16 +38,9 @@ def numbers(metrics: dict) -> dict:
 @pytest.mark.parametrize(
     "budget",
     [
-        [],  # 40 steps in one Lightning epoch
-        pytest.param(
-            ["trainer.max_steps=-1", "trainer.max_epochs=3"],  # 3 epochs of 13 batches
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="known bug (issue 28): a resume mid-epoch of an epoch-bounded run differs from "
-                "the first step after the kill (train/loss at step 7), by up to 1e-4 in the test metrics",
-            ),
-        ),
-    ],
+        [],
+        ["trainer.max_steps=-1", "trainer.max_epochs=3"],
+    ],  # 40 steps in one Lightning epoch; 3 epochs of 13 batches
     ids=["steps", "epochs"],
 )
 def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, budget):

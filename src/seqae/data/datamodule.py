@@ -129,6 +129,7 @@ class SequenceDataModule(L.LightningDataModule):
         self.batch_size, self.val_fraction, self.test_fraction = batch_size, val_fraction, test_fraction
         self.normalize, self.seed, self.bucketing = normalize, seed, bucketing
         self.on_device = on_device
+        self._resume_train_at: dict[str, int] | None = None  # see state_dict
         self._device_copies: dict[str, SequenceData] = {}  # split -> its sequences on the device
         self.splits: dict[str, SequenceData] = {}
         self.label_names: list[str] | None = None  # label id -> the data's own name for it
@@ -259,7 +260,22 @@ class SequenceDataModule(L.LightningDataModule):
                 loader.sampler.passes = max(1, -(-trainer.max_steps // loader.sampler.batches_per_pass()))
             # resumable mid-epoch: see SliceLoader
             loader.batches_done = lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed
+            if getattr(self, "_resume_train_at", None) is not None:
+                loader.load_state_dict(self._resume_train_at)
+                self._resume_train_at = None
+        self._train_loader = loader
         return loader
+
+    # A resumed fit continues its epoch where the checkpoint left it. The position is saved here, in
+    # the datamodule's state, and not only as the loader's: Lightning restores a loader's state only
+    # when it deems the fit "restarting", which an epoch-bounded run killed mid-epoch is not, while it
+    # restores a datamodule's state before any loader exists, whatever the budget.
+    def state_dict(self) -> dict[str, Any]:
+        loader = getattr(self, "_train_loader", None)
+        return {} if loader is None else {"train_position": loader.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._resume_train_at = state.get("train_position")
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self._trainer_split("val"), shuffle=False, by_length=True)
