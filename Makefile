@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: train test test-cluster lint docs docs-serve setup clean-venv
+.PHONY: train test test-cluster lint docs docs-serve docs-figures setup clean-venv
 
 setup: $(VENV)/.installed
 
@@ -33,6 +33,11 @@ test-cluster: setup
 # The site in docs/, built with --strict: a broken link or API reference fails the build (CI builds it).
 docs: setup
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+# The tutorial's pictures (docs/images/tutorial-*.png) from a real run; the TensorBoard screenshot
+# needs chromium (apt-get install chromium).
+docs-figures: setup
+	$(BIN)/python scripts/docs_figures.py --out docs/images
 
 docs-serve: setup
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve

@@ -101,7 +101,14 @@ BEFORE = {
         "hydra.run.dir=outputs/train/runs/demo",
         "trainer.max_steps=20",
         "trainer.val_check_interval=10",
-    ]
+    ],
+    "outputs/train/runs/tutorial": [  # docs/tutorial.md's run: univariate series of 128 steps
+        "hydra.run.dir=outputs/train/runs/tutorial",
+        "data.num_features=1",
+        "data.seq_len=128",
+        "trainer.max_steps=20",
+        "trainer.val_check_interval=10",
+    ],
 }
 
 

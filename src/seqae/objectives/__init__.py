@@ -1,8 +1,9 @@
 """Training objectives: what the autoencoder learns from besides reconstructing its input.
 
-An objective is one module here plus one YAML in ``conf/objective/``. The module defines
-``Objective``, an ``nn.Module`` (so a head it adds trains and lands in checkpoints) built as
-``Objective(code_size, **model.objective_args)``, with two hooks:
+seqae's objectives are modules here, each with a YAML in ``seqae/conf/objective/``; each module
+defines ``Objective``, an ``nn.Module`` (so a head it adds trains and lands in checkpoints) built as
+``Objective(code_size, **model.objective_args)``. One of your own is a subclass of ``Objective`` in
+your own package, chosen by a YAML with its ``_target_`` (docs/models.md). The two hooks:
 
 - ``corrupt(x, lengths)``: what the encoder sees during training (the target stays ``x``);
 - ``extra_loss(encode, x, lengths, code)``: a term added to the reconstruction loss, or None.
@@ -36,9 +37,22 @@ class Objective(nn.Module):
         self.code_size = code_size
 
     def corrupt(self, x: Tensor, lengths: Tensor | None) -> Tensor:
+        """What the encoder sees during training, ``[B, T, F]`` like ``x`` (the target stays ``x``).
+
+        :param x: the batch in the units the model trains in, padding zeroed.
+        :param lengths: ``[B]`` valid steps per series, or None when all are ``T`` long.
+        """
         return x
 
     def extra_loss(self, encode: Encode, x: Tensor, lengths: Tensor | None, code: Tensor) -> Tensor | None:
+        """A scalar added to the reconstruction loss, or None for nothing.
+
+        :param encode: ``encode(x, lengths)`` gives codes of other series of the batch's kind (crops,
+            altered copies), through the same encoder and per-series scaling.
+        :param x: the clean batch, ``[B, T, F]``.
+        :param lengths: ``[B]`` or None.
+        :param code: the codes ``[B, code_size]`` the decoder reconstructed from (of ``corrupt(x)``).
+        """
         return None
 
 
