@@ -64,19 +64,15 @@ class Run:
         import torch
 
         from seqae.data.arrays import prepare
+        from seqae.data.datamodule import SequenceData
+        from seqae.encoding import encode_data
 
         values, lengths = prepare(as_sequences(x), lengths)
-        x = torch.as_tensor(values, dtype=torch.float32)
-        lengths = None if lengths is None else torch.as_tensor(lengths, dtype=torch.long)
-        codes = []
-        with torch.inference_mode():
-            for start in range(0, len(x), batch_size):
-                part = None if lengths is None else lengths[start : start + batch_size]
-                xb = x[start : start + batch_size]
-                if part is not None:
-                    xb = xb[:, : int(part.max())]
-                codes.append(self.model.encode(xb, part).float())
-        return torch.cat(codes).numpy() if codes else np.empty((0, self.model.code_size), np.float32)
+        data = SequenceData(
+            torch.as_tensor(values, dtype=torch.float32),
+            None if lengths is None else torch.as_tensor(lengths, dtype=torch.long),
+        )
+        return encode_data(self.model, data, batch_size)
 
 
 def fit(

@@ -1,7 +1,7 @@
 """Getting the codes out: encode a split of a DataModule with a trained model, and load both from a run.
 
-``encode_split`` is the one encode loop (scripts/encode.py, evaluation, the embedding projector and
-the benchmark all use it): inference mode, the split read in chunks of whole batches, each batch's
+``encode_data`` is the one encode loop (``encode_split`` for scripts/encode.py, evaluation, the
+embedding projector and the benchmark; ``seqae.Run.encode`` for arrays): inference mode, the split read in chunks of whole batches, each batch's
 codes copied into a preallocated array (or a memory-mapped ``.npy``, so memory stays flat however
 large the split is).
 """
@@ -18,7 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from seqae.data import rows
-from seqae.data.datamodule import BatchSlices, SequenceDataModule
+from seqae.data.datamodule import BatchSlices, SequenceData, SequenceDataModule
 from seqae.errors import ConfigError, MissingFileError, instantiate
 from seqae.model import SequenceAutoencoder
 
@@ -38,10 +38,26 @@ def encode_split(
     """
     data = datamodule.split_data(split)
     n = len(data) if max_sequences is None else min(len(data), max_sequences)
+    codes = encode_data(model, data, datamodule.batch_size, out, n, progress, f"encode {split}")
+    labels = None if data.labels is None else data.labels[:n].numpy()
+    return codes, labels
+
+
+def encode_data(
+    model: SequenceAutoencoder,
+    data: SequenceData,
+    batch_size: int,
+    out: str | Path | None = None,
+    n: int | None = None,
+    progress: bool = False,
+    desc: str = "encode",
+) -> np.ndarray:
+    """Codes ``[n, code_size]`` float32 of the first ``n`` sequences of ``data`` (all by default), in
+    batches of ``batch_size``: the loop behind ``encode_split`` and ``seqae.Run.encode``."""
+    n = len(data) if n is None else n
     shape = (n, model.code_size)
     codes = np.lib.format.open_memmap(out, "w+", np.float32, shape) if out else np.empty(shape, np.float32)
     device = next(model.parameters()).device
-    batch_size = datamodule.batch_size
     # The split is read a chunk of whole batches at a time (one read, one normalisation, one copy to
     # the device and one back per chunk); the encoder runs batch by batch on views of the chunk, so
     # each batch is the one split_loader(split) gives, and a batch costs its forward and no more.
@@ -52,7 +68,7 @@ def encode_split(
     was_training = model.training
     if was_training:  # switching walks every submodule: 0.1 ms, 0.4% of a seed-sized split
         model.eval()
-    with torch.inference_mode(), _progress(n, progress, f"encode {split}") as bar:
+    with torch.inference_mode(), _progress(n, progress, desc) as bar:
         for start in range(0, n, chunk):
             part = slices[start : min(start + chunk, n)]  # padding zeroed, as in the loaders
             x = model.normalize(part["x"].to(device, non_blocking=True))
@@ -73,8 +89,7 @@ def encode_split(
         model.train()
     if isinstance(codes, np.memmap):
         codes.flush()
-    labels = None if data.labels is None else data.labels[:n].numpy()
-    return codes, labels
+    return codes
 
 
 def write_encodings(
