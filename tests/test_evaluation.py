@@ -64,7 +64,7 @@ def test_linear_probe_and_1nn_on_separable_classes_are_far_above_chance(trained_
 
 def test_the_probe_learns_nothing_from_shuffled_labels(trained_on_sines):
     """The probe is fit on train codes only: with their labels shuffled, test accuracy falls to chance."""
-    from seqae.encoding import encode_split
+    from seqae.codes import encode_split
 
     model, dm, _ = trained_on_sines
     train_codes, train_labels = encode_split(model, dm, "train")

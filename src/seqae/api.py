@@ -63,9 +63,9 @@ class Run:
         filled by linear interpolation, as training data is (``data.missing``)."""
         import torch
 
+        from seqae.codes import encode_data
         from seqae.data.arrays import prepare
         from seqae.data.datamodule import SequenceData
-        from seqae.encoding import encode_data
 
         values, lengths = prepare(as_sequences(x), lengths)
         data = SequenceData(

@@ -82,7 +82,7 @@ class EmbeddingProjector(L.Callback):
         writer = tensorboard_writer(trainer)
         if writer is None or not trainer.is_global_zero or trainer.datamodule is None:
             return
-        from seqae.encoding import encode_split
+        from seqae.codes import encode_split
 
         codes, labels = encode_split(
             pl_module, trainer.datamodule, self.split, max_sequences=self.max_sequences

@@ -26,12 +26,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from seqae.codes import encode_split
 from seqae.data.datamodule import SequenceDataModule
 from seqae.encoders import steps_mask
-from seqae.encoding import encode_split
 from seqae.errors import ConfigError
-from seqae.files import write_json_atomically
 from seqae.model import SequenceAutoencoder
+from seqae.run_folder import write_json_atomically
 
 log = logging.getLogger(__name__)
 

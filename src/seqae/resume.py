@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from seqae.errors import RunFolderError
-from seqae.files import check_run_folder, claim_run_folder
+from seqae.run_folder import check_run_folder, claim_run_folder
 
 # Keys a resume sets itself; never carried over from a run's saved overrides.
 RESUME_KEYS = ("resume", "ckpt_path", "hydra.run.dir", "hydra.output_subdir")

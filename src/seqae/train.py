@@ -24,11 +24,11 @@ from omegaconf import DictConfig, OmegaConf
 from seqae.budget import batches_per_pass, plan_budget
 from seqae.checkpoints import check_matches, read_checkpoint
 from seqae.console import tidy_console
+from seqae.distributed import check_precision, ddp_job_in_multirun, run_ddp_job
 from seqae.errors import ConfigError, MissingMetricError, RunFolderError, instantiate
-from seqae.files import claim_run_folder, release_run_folder, write_json_atomically
 from seqae.preemption import Preempted
 from seqae.resume import restarted_by_slurm
-from seqae.scale import check_precision, ddp_job_in_multirun, run_ddp_job
+from seqae.run_folder import claim_run_folder, release_run_folder, write_json_atomically
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         ckpt_path = str(last)  # a killed job of a sweep, or a requeued SLURM job, continues
         why = "skip_finished=true" if cfg.get("skip_finished") else "SLURM started this job again"
         log.info("Continuing %s from %s (%s).", output_dir, ckpt_path, why)
-    if note := claim_run_folder(output_dir):  # one writer: a second process stops here (seqae/files.py)
+    if note := claim_run_folder(output_dir):  # one writer: a second process stops here (seqae/run_folder.py)
         log.warning(note)
     try:  # a run that ends, even in an error, gives its folder back; a killed one leaves its lock file
         return fit_and_test(cfg, output_dir, ckpt_path, started)
@@ -70,7 +70,9 @@ def end_process_group() -> None:
 def fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, started: float) -> dict[str, Any]:
     refuse_to_overwrite(output_dir, ckpt_path)
     check_devices(cfg.trainer)
-    if processes := ddp_job_in_multirun(cfg):  # see seqae/scale.py: the ranks run this job, not the sweep
+    if processes := ddp_job_in_multirun(
+        cfg
+    ):  # see seqae/distributed.py: the ranks run this job, not the sweep
         return run_ddp_job(processes)
     if cfg.get("threads"):
         torch.set_num_threads(cfg.threads)

@@ -23,8 +23,8 @@ def main(cfg: DictConfig) -> None:
     # Imported here so that a bad override fails before torch and Lightning are loaded (and without
     # the garbage collector's scans on the way: seqae/startup.py).
     with frozen_imports():
+        from seqae.codes import load_checkpoint_and_data
         from seqae.console import tidy_console
-        from seqae.encoding import load_checkpoint_and_data
         from seqae.evaluation import evaluate, evaluate_config, write_eval_json
 
     tidy_console()

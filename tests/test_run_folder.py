@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from seqae.errors import RunFolderError
-from seqae.files import LOCK_NAME, claim_run_folder, release_run_folder, write_json_atomically
+from seqae.run_folder import LOCK_NAME, claim_run_folder, release_run_folder, write_json_atomically
 
 
 def test_metrics_json_is_replaced_atomically(tmp_path, monkeypatch):

@@ -14,8 +14,8 @@ from hydra.core.hydra_config import HydraConfig
 
 import __main__
 import seqae.model
+from seqae.distributed import ddp_job_in_multirun, entry_command, rank_overrides, wait_for_ranks
 from seqae.model import masked_mse
-from seqae.scale import ddp_job_in_multirun, entry_command, rank_overrides, wait_for_ranks
 from seqae.train import train
 from tests.conftest import needs_cuda
 

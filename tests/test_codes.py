@@ -9,8 +9,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from seqae.codes import encode_split, load_checkpoint_and_data, write_encodings
 from seqae.data import SequenceData, SequenceDataModule, SinesDataModule, rows
-from seqae.encoding import encode_split, load_checkpoint_and_data, write_encodings
 from seqae.model import SequenceAutoencoder
 from tests.conftest import needs_cuda, quiet_trainer
 

@@ -36,7 +36,7 @@ from lightning.pytorch.strategies.launchers.subprocess_script import _Subprocess
 from omegaconf import DictConfig
 
 from seqae.errors import ConfigError
-from seqae.files import HELD_BY_PARENT
+from seqae.run_folder import HELD_BY_PARENT
 
 log = logging.getLogger(__name__)
 
