@@ -13,6 +13,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 
 import __main__
+import seqae.autoencoder
 import seqae.model
 from seqae.distributed import ddp_job_in_multirun, entry_command, rank_overrides, wait_for_ranks
 from seqae.model import masked_mse
@@ -42,7 +43,7 @@ def test_bf16_mixed_on_cpu_trains_with_the_loss_in_float32(tiny_cfg, monkeypatch
             )
         return loss
 
-    monkeypatch.setattr(seqae.model, "masked_mse", recording_mse)
+    monkeypatch.setattr(seqae.autoencoder, "masked_mse", recording_mse)
     metrics = train(tiny_cfg("trainer=cpu", "trainer.precision=bf16-mixed", "callbacks=none", "logger=csv"))
 
     assert metrics["steps"] == len(seen) == 8
@@ -67,7 +68,7 @@ def test_a_gpu_trains_in_each_precision_and_its_checkpoint_loads_on_a_cpu(
             seen.add((recon.device.type, autocast, loss.dtype))
         return loss
 
-    monkeypatch.setattr(seqae.model, "masked_mse", recording_mse)
+    monkeypatch.setattr(seqae.autoencoder, "masked_mse", recording_mse)
     cfg = tiny_cfg("trainer=gpu", "trainer.accelerator=gpu", f"trainer.precision={precision}", "logger=csv")
     metrics = train(cfg)
 
