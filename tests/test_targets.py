@@ -40,7 +40,8 @@ def write_package(root: Path) -> tuple[Path, Path]:
 
 
 def run(*command: str, pythonpath: Path, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(pythonpath), "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    path = os.pathsep.join(filter(None, [str(pythonpath), os.environ.get("PYTHONPATH")]))  # theirs first
+    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
