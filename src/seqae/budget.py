@@ -4,7 +4,9 @@ A budget in epochs gives a 40-series archive set 2 steps an epoch and 2M rows 62
 counts training (``trainer.max_steps``), validation (``trainer.val_check_interval`` steps, with
 ``trainer.check_val_every_n_epoch=null``) and early-stopping patience (validations) in steps. The
 training loader strings passes over the data together up to the budget (see
-``SequenceDataModule.train_dataloader``), so a small set is not thousands of Lightning epochs.
+``SequenceDataModule.train_dataloader``), so a small set is not thousands of Lightning epochs; a
+budget in epochs (``trainer.max_epochs``) keeps one pass per epoch. A budget shorter than the
+validation interval validates once, at its end.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from seqae.errors import ConfigError
 
 
 class BudgetError(ConfigError):
-    """A budget that would train forever, or end before anything is validated."""
+    """A budget that would train forever."""
 
 
 def plan_budget(trainer: L.Trainer, train_sequences: int, batch_size: int) -> tuple[str, str | None]:

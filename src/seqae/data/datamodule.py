@@ -129,6 +129,7 @@ class SequenceDataModule(L.LightningDataModule):
         self.batch_size, self.val_fraction, self.test_fraction = batch_size, val_fraction, test_fraction
         self.normalize, self.seed, self.bucketing = normalize, seed, bucketing
         self.on_device = on_device
+        self._train_loader: DataLoader | None = None  # the fit's, whose position a checkpoint saves
         self._resume_train_at: dict[str, int] | None = None  # see state_dict
         self._device_copies: dict[str, SequenceData] = {}  # split -> its sequences on the device
         self.splits: dict[str, SequenceData] = {}
