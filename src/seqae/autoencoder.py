@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from seqae.decoders import build_decoder
 from seqae.encoders import steps_mask
 from seqae.errors import ConfigError
-from seqae.objectives import Objective, build_objective
+from seqae.objectives import build_objective
 from seqae.targets import build
 
 # instance_norm: a series flatter than this variance (in normalised units) is scaled as if it had it
@@ -99,23 +99,12 @@ class Autoencoder(nn.Module):
                 f"self.code_size, the width of the [B, code_size] codes its forward returns."
             )
         self.code_size = encoded + (2 * input_size if instance_norm else 0)
-        if isinstance(decoder, dict):
-            self.decoder = build(decoder, "decoder", code_size=self.code_size, output_size=steps_in)
-        else:
-            self.decoder = build_decoder(
-                decoder, self.code_size, hidden_size, steps_in, num_layers, cell, decoder_input_size
-            )
-        stats_size = self.code_size - encoded
-        if isinstance(objective, dict):
-            self.objective = build(objective, "objective", code_size=self.code_size)
-            if not isinstance(self.objective, Objective):
-                raise ConfigError(
-                    f"objective._target_={objective['_target_']!r} must subclass seqae.objectives.Objective "
-                    f"(its corrupt and extra_loss hooks are what the model calls)."
-                )
-            self.objective.stats_size = stats_size
-        else:
-            self.objective = build_objective(objective, self.code_size, objective_args, stats_size=stats_size)
+        self.decoder = build_decoder(
+            decoder, self.code_size, hidden_size, steps_in, num_layers, cell, decoder_input_size
+        )
+        self.objective = build_objective(
+            objective, self.code_size, objective_args, stats_size=self.code_size - encoded
+        )
         self.register_buffer("norm_loc", torch.zeros(input_size))
         self.register_buffer("norm_scale", torch.ones(input_size))
 

@@ -1,9 +1,9 @@
 """Getting the codes out: encode a split of a DataModule with a trained model, and load both from a run.
 
 ``encode_data`` is the one encode loop (``encode_split`` for scripts/encode.py, evaluation, the
-embedding projector and the benchmark; ``seqae.Run.encode`` for arrays): inference mode, the split read in chunks of whole batches, each batch's
-codes copied into a preallocated array (or a memory-mapped ``.npy``, so memory stays flat however
-large the split is).
+embedding projector and the benchmark; ``seqae.Run.encode`` for arrays): inference mode, the data
+read in chunks of whole batches, each batch's codes copied into a preallocated array (or a
+memory-mapped ``.npy``, so memory stays flat however large the split is).
 """
 
 from __future__ import annotations

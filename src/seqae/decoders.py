@@ -6,10 +6,13 @@ generation (the autoregressive decoder at validation/test time) loops in Python.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
 from seqae.errors import ConfigError
+from seqae.targets import build
 
 DECODERS = ("repeat", "autoregressive")
 
@@ -89,7 +92,7 @@ class AutoregressiveDecoder(nn.Module):
 
 
 def build_decoder(
-    name: str,
+    name: str | dict[str, Any],
     code_size: int,
     hidden_size: int,
     output_size: int,
@@ -97,6 +100,10 @@ def build_decoder(
     cell: str,
     input_size: int | None = None,
 ) -> nn.Module:
+    """seqae's decoder by name, or a ``{"_target_": ...}`` spec of one's own, built with ``code_size``
+    and ``output_size`` (seqae/targets.py)."""
+    if isinstance(name, dict):
+        return build(name, "decoder", code_size=code_size, output_size=output_size)
     if name == "repeat":
         return RepeatDecoder(code_size, hidden_size, output_size, num_layers, cell, input_size)
     if name == "autoregressive":

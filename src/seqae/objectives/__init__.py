@@ -61,15 +61,29 @@ def names() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(__path__))
 
 
-def build_objective(name: str, code_size: int, args: dict | None = None, stats_size: int = 0) -> Objective:
-    if name not in names():
-        raise ConfigError(f"model.objective must be one of {names()}, got {name!r}.")
-    objective = importlib.import_module(f"{__name__}.{name}").Objective
-    try:
-        built = objective(code_size, **(args or {}))
-        built.stats_size = stats_size
-        return built
-    except TypeError as e:
-        raise ConfigError(
-            f"model.objective_args={dict(args or {})} do not fit objective={name}: {e}"
-        ) from None
+def build_objective(
+    name: str | dict, code_size: int, args: dict | None = None, stats_size: int = 0
+) -> Objective:
+    """seqae's objective by name (with ``args``), or a ``{"_target_": ...}`` spec of one's own, a
+    subclass of ``Objective`` built with ``code_size`` (seqae/targets.py)."""
+    if isinstance(name, dict):
+        from seqae.targets import build
+
+        built = build(name, "objective", code_size=code_size)
+        if not isinstance(built, Objective):
+            raise ConfigError(
+                f"objective._target_={name['_target_']!r} must subclass seqae.objectives.Objective "
+                f"(its corrupt and extra_loss hooks are what the model calls)."
+            )
+    else:
+        if name not in names():
+            raise ConfigError(f"model.objective must be one of {names()}, got {name!r}.")
+        objective = importlib.import_module(f"{__name__}.{name}").Objective
+        try:
+            built = objective(code_size, **(args or {}))
+        except TypeError as e:
+            raise ConfigError(
+                f"model.objective_args={dict(args or {})} do not fit objective={name}: {e}"
+            ) from None
+    built.stats_size = stats_size
+    return built
