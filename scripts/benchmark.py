@@ -17,7 +17,7 @@ Sections (each a Markdown table on stdout; all numbers in the ``--out`` JSON):
   Steady-state steps/s counts the steps inside an epoch; "with epoch ends" also counts what
   happens before the side's next epoch (seqae: validation, checkpoints, plots; plain: a validation
   pass). "Best epochs" compares each side's fastest epoch of all rounds.
-* encode: ``seqae.codes.encode_split`` against a bare ``nn.LSTM`` forward in inference mode, both
+* encode: ``seqae.evaluation.codes.encode_split`` against a bare ``nn.LSTM`` forward in inference mode, both
   from raw data (the bare side normalises the whole array in one op) to an array of codes.
 * scaling: a training step as sequence length, batch and hidden size double; the model's achieved
   GFLOP/s against ``torch.mm`` at the LSTM's recurrent GEMM shape.
@@ -509,9 +509,9 @@ def bench_encode(
     x = data.splits[split].x
     lstm = model.encoder.lstm
 
-    from seqae.codes import encode_split
+    from seqae.evaluation.codes import encode_split
 
-    path = "seqae.codes.encode_split"
+    path = "seqae.evaluation.codes.encode_split"
 
     def seqae_encode() -> None:
         encode_split(model, data, split)

@@ -105,7 +105,7 @@ def measure_varlen(args: argparse.Namespace, folder: Path) -> None:
     import torch
 
     from seqae.data import ArraysDataModule
-    from seqae.model import SequenceAutoencoder
+    from seqae.training.module import SequenceAutoencoder
 
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)

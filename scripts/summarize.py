@@ -7,7 +7,7 @@ sweep's ``optimized_metric``, and writes the table to ``<sweep>/summary.csv`` an
 import argparse
 import sys
 
-from seqae.summary import summarize
+from seqae.evaluation.summary import summarize
 
 
 def main(argv: list[str] | None = None) -> int:

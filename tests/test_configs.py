@@ -8,8 +8,8 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
-from seqae.model import SequenceAutoencoder
 from seqae.train import instantiate_each
+from seqae.training.module import SequenceAutoencoder
 from tests.conftest import CONF
 
 

@@ -18,7 +18,9 @@ from tests.conftest import ROOT, compose_config
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # Runs of a documented command that depend on what the reader made first, and where it is checked.
-ELSEWHERE = {"hydra.searchpath=[file://$PWD/myconf]": "tests/test_targets.py runs the docs' own myconf"}
+ELSEWHERE = {
+    "hydra.searchpath=[file://$PWD/myconf]": "tests/models/test_targets.py runs the docs' own myconf"
+}
 
 
 def bash_lines() -> list[tuple[str, str]]:

@@ -11,8 +11,8 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from seqae.model import SequenceAutoencoder
 from seqae.train import hparams_summary, train
+from seqae.training.module import SequenceAutoencoder
 from tests.conftest import compose_config
 
 

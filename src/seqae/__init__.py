@@ -6,18 +6,18 @@ from typing import Any
 
 import seqae.resolvers  # noqa: F401  (${seqae.gpus_per_node:...} in conf/hydra/launcher/slurm.yaml)
 
-__all__ = ["LSTMEncoder", "Run", "SequenceAutoencoder", "SequenceEncoder", "fit", "load"]
+__all__ = ["RecurrentEncoder", "Run", "SequenceAutoencoder", "SequenceEncoder", "fit", "load"]
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy, so that `import seqae.summary` (or a bad override) does not pay for torch and Lightning.
-    if name == "LSTMEncoder":
-        from seqae.encoders import LSTMEncoder
+    # Lazy, so that `import seqae.evaluation.summary` (or a bad override) does not pay for torch and Lightning.
+    if name == "RecurrentEncoder":
+        from seqae.models.encoders import RecurrentEncoder
 
-        return LSTMEncoder
+        return RecurrentEncoder
     if name == "SequenceAutoencoder":
-        from seqae.model import SequenceAutoencoder
+        from seqae.training.module import SequenceAutoencoder
 
         return SequenceAutoencoder
     if name in ("Run", "SequenceEncoder", "fit", "load"):  # the notebook door: seqae/api.py

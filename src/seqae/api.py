@@ -21,6 +21,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from seqae.errors import ConfigError, MissingFileError
+from seqae.runs.folder import RunFolder
 
 # verbose=0: the console shows warnings only (train.log still gets everything), and no progress bar
 QUIET = ["++hydra.job_logging.handlers.console.level=WARNING", "++callbacks.progress_bar.refresh_rate=0"]
@@ -39,15 +40,19 @@ class Run:
         """The run's composed config (``.hydra/config.yaml``)."""
         from omegaconf import OmegaConf
 
-        return OmegaConf.load(self.dir / ".hydra" / "config.yaml")
+        return OmegaConf.load(RunFolder(self.dir).config)
 
     @cached_property
     def model(self) -> Any:
         """The ``SequenceAutoencoder`` of the run's best checkpoint, in eval mode, on the CPU."""
-        from seqae.model import SequenceAutoencoder
+        from seqae.training.module import SequenceAutoencoder
 
         ckpt = self.ckpt or next(
-            (p for p in (self.dir / "checkpoints" / n for n in ("best.ckpt", "last.ckpt")) if p.is_file()),
+            (
+                p
+                for p in (RunFolder(self.dir).best_checkpoint, RunFolder(self.dir).last_checkpoint)
+                if p.is_file()
+            ),
             None,
         )
         if ckpt is None:
@@ -63,9 +68,9 @@ class Run:
         filled by linear interpolation, as training data is (``data.missing``)."""
         import torch
 
-        from seqae.codes import encode_data
         from seqae.data.arrays import prepare
         from seqae.data.datamodule import SequenceData
+        from seqae.evaluation.codes import encode_data
 
         values, lengths = prepare(as_sequences(x), lengths)
         data = SequenceData(
@@ -107,20 +112,20 @@ def load(run_or_ckpt: str | Path) -> Run:
     """A run from its folder, or from one of its checkpoints (``<run>/checkpoints/<name>.ckpt``)."""
     path = Path(run_or_ckpt).expanduser().absolute()
     ckpt = path if path.suffix == ".ckpt" else None
-    run_dir = path.parent.parent if ckpt is not None and path.parent.name == "checkpoints" else path
+    run = RunFolder.of(path)
     if not path.exists():
         raise MissingFileError(f"{run_or_ckpt}: no such run folder or checkpoint.")
-    if ckpt is None and not (run_dir / ".hydra").is_dir():
+    if ckpt is None and not run.config.parent.is_dir():
         raise MissingFileError(
             f"{run_or_ckpt} is not a seqae run folder (no .hydra/); expected outputs/train/runs/<time>."
         )
     metrics: dict[str, Any] = {}
-    for name in ("metrics.json", "eval.json"):
-        if (run_dir / name).is_file():
+    for file in (run.metrics, run.evaluation):
+        if file.is_file():
             import json
 
-            metrics.update(json.loads((run_dir / name).read_text()))
-    return Run(run_dir, ckpt=ckpt, metrics=metrics)
+            metrics.update(json.loads(file.read_text()))
+    return Run(run.path, ckpt=ckpt, metrics=metrics)
 
 
 class SequenceEncoder(TransformerMixin, BaseEstimator):
@@ -185,7 +190,7 @@ def _data_overrides(x: Any, lengths: Any, labels: Any, run_dir: Path) -> list[st
         arrays["lengths"] = np.asarray(lengths, dtype=np.int64)
     if labels is not None:
         arrays["labels"] = np.asarray(labels)
-    if (run_dir / "metrics.json").exists() or (run_dir / "checkpoints").exists():
+    if RunFolder(run_dir).metrics.exists() or RunFolder(run_dir).checkpoints.exists():
         return []  # train() refuses to overwrite it, naming the folder
     run_dir.mkdir(parents=True, exist_ok=True)
     np.savez(run_dir / "data.npz", **arrays)

@@ -21,14 +21,14 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from seqae.budget import batches_per_pass, plan_budget
-from seqae.checkpoints import check_matches, read_checkpoint
-from seqae.console import tidy_console
-from seqae.distributed import check_precision, ddp_job_in_multirun, run_ddp_job
 from seqae.errors import ConfigError, MissingMetricError, RunFolderError, instantiate
-from seqae.preemption import Preempted
-from seqae.resume import restarted_by_slurm
-from seqae.run_folder import claim_run_folder, release_run_folder, write_json_atomically
+from seqae.runs.console import tidy_console
+from seqae.runs.distributed import check_precision, ddp_job_in_multirun, run_ddp_job
+from seqae.runs.folder import RunFolder, claim_run_folder, release_run_folder, write_json_atomically
+from seqae.runs.resume import restarted_by_slurm
+from seqae.training.budget import batches_per_pass, plan_budget
+from seqae.training.checkpoints import check_matches, read_checkpoint
+from seqae.training.preemption import Preempted
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +41,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     started = time.monotonic()
     tidy_console()
     output_dir = Path(cfg.paths.output_dir)
-    if cfg.get("skip_finished") and (output_dir / "metrics.json").is_file():
+    run = RunFolder(output_dir)
+    if cfg.get("skip_finished") and run.metrics.is_file():
         log.info("Skipping %s: it already holds metrics.json (skip_finished=true).", output_dir)
-        return json.loads((output_dir / "metrics.json").read_text())
+        return json.loads(run.metrics.read_text())
     ckpt_path = cfg.get("ckpt_path")
-    last = output_dir / "checkpoints" / "last.ckpt"
+    last = run.last_checkpoint
     if ckpt_path is None and last.is_file() and (cfg.get("skip_finished") or restarted_by_slurm()):
         ckpt_path = str(last)  # a killed job of a sweep, or a requeued SLURM job, continues
         why = "skip_finished=true" if cfg.get("skip_finished") else "SLURM started this job again"
         log.info("Continuing %s from %s (%s).", output_dir, ckpt_path, why)
-    if note := claim_run_folder(output_dir):  # one writer: a second process stops here (seqae/run_folder.py)
+    if note := claim_run_folder(output_dir):  # one writer: a second process stops here (seqae/runs/folder.py)
         log.warning(note)
     try:  # a run that ends, even in an error, gives its folder back; a killed one leaves its lock file
         return fit_and_test(cfg, output_dir, ckpt_path, started)
@@ -72,7 +73,7 @@ def fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, start
     check_devices(cfg.trainer)
     if processes := ddp_job_in_multirun(
         cfg
-    ):  # see seqae/distributed.py: the ranks run this job, not the sweep
+    ):  # see seqae/runs/distributed.py: the ranks run this job, not the sweep
         return run_ddp_job(processes)
     if cfg.get("threads"):
         torch.set_num_threads(cfg.threads)
@@ -85,7 +86,7 @@ def fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, start
     datamodule.setup("fit")  # the model's input size and normalisation come from the data
     model = instantiate(
         cfg.model,
-        _recursive_=False,  # the modules' specs reach the model as plain dicts (seqae/targets.py)
+        _recursive_=False,  # the modules' specs reach the model as plain dicts (seqae/models/targets.py)
         input_size=datamodule.num_features,
         sequence_length=datamodule.sequence_length,
         **module_specs(cfg),
@@ -107,7 +108,7 @@ def fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, start
 
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-    except SIGTERMException:  # outside a training step (seqae/preemption.py handles those)
+    except SIGTERMException:  # outside a training step (seqae/training/preemption.py handles those)
         raise Preempted(
             f"Stopped on SIGTERM. Continue it from its last checkpoint with `python train.py resume={output_dir}`."
         ) from None
@@ -122,7 +123,7 @@ def fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, start
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
         metrics.update(scalar_metrics(trainer.callback_metrics))
     if cfg.get("evaluate_after_train"):  # downstream metrics of the best checkpoint (conf/eval/)
-        from seqae.evaluation import evaluate_run
+        from seqae.evaluation.probes import evaluate_run
 
         metrics.update(evaluate_run(trainer, model, datamodule, cfg.eval, output_dir))
 
@@ -134,7 +135,7 @@ def fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, start
     epochs = round(trainer.global_step / per_pass, 2)  # passes over the training data
     metrics.update(epochs=epochs, steps=trainer.global_step, seconds=seconds, **config_choices())
     if trainer.is_global_zero:
-        write_json_atomically(output_dir / "metrics.json", metrics)
+        write_json_atomically(RunFolder(output_dir).metrics, metrics)
         log.info(run_summary(output_dir, metrics))
     return metrics
 
@@ -182,7 +183,7 @@ def optimized_metric(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
 
 def refuse_to_overwrite(output_dir: Path, ckpt_path: str | None) -> None:
     """An earlier run's results are never overwritten by a fresh run pointed at its folder."""
-    earlier = [p for p in (output_dir / "metrics.json", output_dir / "checkpoints") if p.exists()]
+    earlier = [p for p in (RunFolder(output_dir).metrics, RunFolder(output_dir).checkpoints) if p.exists()]
     if earlier and ckpt_path is None:
         raise RunFolderError(
             f"The run folder {output_dir} already holds an earlier run ({', '.join(p.name for p in earlier)}). "
@@ -293,7 +294,7 @@ def hparam_metrics(cfg: DictConfig) -> tuple[str, ...]:
     """The HPARAMS tab's metric columns: the eval metrics too when the run evaluates its codes."""
     if not cfg.get("evaluate_after_train"):
         return HPARAM_METRICS
-    from seqae.summary import EVAL_METRICS
+    from seqae.evaluation.summary import EVAL_METRICS
 
     has_auroc = cfg.get("eval") and cfg.eval.get("anomaly_label") is not None
     return HPARAM_METRICS + tuple(m for m in EVAL_METRICS if m != "eval/auroc" or has_auroc)

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-import seqae.encoders
+import seqae.models.encoders
 from seqae.data import ArraysDataModule
 from seqae.data.datamodule import BucketBatchSampler
-from seqae.encoders import LSTMEncoder
-from seqae.model import SequenceAutoencoder, masked_mse
+from seqae.models.encoders import RecurrentEncoder
+from seqae.models.layers import masked_mse
+from seqae.training.module import SequenceAutoencoder
 from tests.conftest import needs_cuda, quiet_trainer
 
 LENGTHS = torch.tensor([3, 17, 9, 12, 5, 20, 8, 15, 11, 4, 19, 6, 14, 7, 16, 10] * 5)
@@ -56,14 +57,14 @@ def test_bucket_batches_shard_over_ranks_with_equal_counts():
 
 
 def test_equal_length_batches_skip_packing(monkeypatch):
-    enc = LSTMEncoder(3, 5, readout="cell").eval()
+    enc = RecurrentEncoder(3, 5, readout="cell").eval()
     x = torch.randn(4, 6, 3)
     expected = enc(x)
 
     def no_packing(*args, **kwargs):
         raise AssertionError("packed an equal-length batch")
 
-    monkeypatch.setattr(seqae.encoders, "pack_padded_sequence", no_packing)
+    monkeypatch.setattr(seqae.models.encoders, "pack_padded_sequence", no_packing)
     torch.testing.assert_close(enc(x, torch.full((4,), 6)), expected, rtol=0, atol=0)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.conftest import run_cli
-from tests.test_summary import make_job, metrics
+from tests.evaluation.test_summary import make_job, metrics
 
 
 def test_summarize_prints_the_table_and_writes_csv(tmp_path):

@@ -42,6 +42,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from seqae.runs.folder import RunFolder
+
 REFERENCE = Path(__file__).with_name("reference.csv")
 # The sets the aeon, sktime and tslearn wheels ship (--fetch without --datasets)
 WHEEL_SETS = (
@@ -319,9 +321,9 @@ def write_csv(rows: list[dict], path: Path) -> None:
 
 def _results(folder: Path) -> dict:
     results = {}
-    for name in ("metrics.json", "eval.json"):
+    for file in (RunFolder(folder).metrics, RunFolder(folder).evaluation):
         with contextlib.suppress(OSError, ValueError):  # a set not finished yet
-            results.update(json.loads((folder / name).read_text()))
+            results.update(json.loads(file.read_text()))
     return results
 
 

@@ -20,8 +20,8 @@ def main(cfg: DictConfig) -> None:
     # Imported here so that a bad override fails before torch and Lightning are loaded (and without
     # the garbage collector's scans on the way: seqae/startup.py).
     with frozen_imports():
-        from seqae.codes import load_checkpoint_and_data, write_encodings
-        from seqae.console import tidy_console
+        from seqae.evaluation.codes import load_checkpoint_and_data, write_encodings
+        from seqae.runs.console import tidy_console
 
     tidy_console()
     model, datamodule, run_dir = load_checkpoint_and_data(cfg.ckpt, cfg.get("data"), cfg.seed, cfg.device)

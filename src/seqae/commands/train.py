@@ -10,7 +10,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from seqae.resume import rewrite_argv
+from seqae.runs.resume import rewrite_argv
 from seqae.startup import frozen_imports
 
 

@@ -22,8 +22,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from seqae.data import rows
 from seqae.data.rows import LazyRows
-from seqae.encoders import steps_mask
 from seqae.errors import ConfigError, DataError
+from seqae.models.layers import steps_mask
 
 NORMALIZATIONS = ("standard", "minmax", "none")
 SPLITS = ("train", "val", "test", "all")

@@ -1,0 +1,1 @@
+"""What the codes are worth: exporting them, probing them, and one table of a sweep."""

@@ -1,0 +1,192 @@
+"""The sequence autoencoder as a plain ``nn.Module``: normalisation, per-series scaling, patches, the
+encoder, the decoder and the loss. ``seqae.training.module.SequenceAutoencoder`` trains it with Lightning."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from seqae.errors import ConfigError
+from seqae.models.decoders import build_decoder
+from seqae.models.layers import ConvPatches, instance_scale, masked_mse, patches, reverse_valid_steps
+from seqae.models.objectives import build_objective
+from seqae.models.targets import build
+
+
+class Autoencoder(nn.Module):
+    """An encoder and a decoder around one code per series.
+
+    Inputs are normalised inside the model (``norm_loc``/``norm_scale`` buffers, fitted on the
+    training split and saved in the checkpoint), so ``encode`` takes data in its original units.
+
+    - ``instance_norm``: each series is also scaled by its own mean and standard deviation (per
+      feature, over its valid steps) before the encoder sees it, and those two statistics join the
+      code (RevIN, Kim et al. 2022): the recurrent layers see shapes, the code keeps the levels.
+      The decoder reconstructs the scaled series; ``forward`` undoes the scaling with the code's
+      statistics.
+    - ``max_recurrent_steps``: a series longer than this is read ``patch_size`` steps at a time
+      (``ceil(sequence_length / max_recurrent_steps)``, each recurrent step a patch of
+      ``patch_size x input_size`` values), by the encoder and the decoder alike.
+    - ``conv_channels``: each recurrent step of the encoder also reads, per channel, the maximum over
+      its patch of a kernel-9 convolution along the series (``layers.ConvPatches``).
+    - ``decoder_input_size``: the repeat decoder reads a linear projection of the code to this
+      many values, not the code itself (seqae/models/decoders.py).
+    - ``reverse_target`` trains the decoder to emit the sequence backwards (Srivastava et al.
+      2015); ``forward`` always returns it in the original order.
+    - ``objective`` (seqae/models/objectives/): what the encoder sees and what is added to the
+      reconstruction loss, e.g. ``denoising`` or DTCR's ``fake_samples``.
+    - ``encoder``, ``decoder``, ``objective`` as ``{"_target_": "mylab.ConvEncoder", **kwargs}``: a
+      module of the researcher's own (seqae/models/targets.py; docs/models.md gives the contracts). Without
+      an ``encoder`` spec the encoder is seqae's recurrent one, built the same way from
+      ``hidden_size``, ``num_layers``, ``readout``, ``cell``, ``bidirectional``, ``dropout`` and
+      ``latent_size``.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int = 64,
+        num_layers: int = 1,
+        readout: str = "hidden",
+        cell: str = "lstm",
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        latent_size: int | None = None,
+        decoder: str | dict[str, Any] = "repeat",
+        decoder_input_size: int | None = None,
+        reverse_target: bool = False,
+        instance_norm: bool = False,
+        sequence_length: int | None = None,
+        max_recurrent_steps: int | None = None,
+        objective: str | dict[str, Any] = "reconstruction",
+        objective_args: dict[str, Any] | None = None,
+        encoder: dict[str, Any] | None = None,
+        conv_channels: int | None = None,
+    ) -> None:
+        super().__init__()
+        if max_recurrent_steps is not None and not (
+            isinstance(max_recurrent_steps, int) and max_recurrent_steps >= 1
+        ):
+            raise ConfigError(
+                f"model.max_recurrent_steps must be a positive integer or null, got {max_recurrent_steps!r}."
+            )
+        self.reverse_target, self.instance_norm = reverse_target, instance_norm
+        self.patch_size = (
+            max(1, math.ceil(sequence_length / max_recurrent_steps))
+            if max_recurrent_steps and sequence_length
+            else 1
+        )
+        steps_in = input_size * self.patch_size  # the values of one recurrent step
+        self.conv_patches = None
+        if conv_channels:
+            self.conv_patches = ConvPatches(input_size, conv_channels, self.patch_size)
+        encoder_in = steps_in + (conv_channels or 0)
+        self.reads_as_is = not instance_norm and self.patch_size == 1  # no scaling, no patches
+        recurrent = dict(
+            _target_="seqae.models.encoders.RecurrentEncoder",
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            readout=readout,
+            cell=cell,
+            bidirectional=bidirectional,
+            dropout=dropout,
+            latent_size=latent_size,
+        )
+        self.encoder = build(encoder or recurrent, "encoder", input_size=encoder_in)
+        encoded = getattr(self.encoder, "code_size", None)
+        if not isinstance(encoded, int) or encoded < 1:
+            raise ConfigError(
+                f"encoder {type(self.encoder).__qualname__} has code_size={encoded!r}; an encoder sets "
+                f"self.code_size, the width of the [B, code_size] codes its forward returns."
+            )
+        self.code_size = encoded + (2 * input_size if instance_norm else 0)
+        self.decoder = build_decoder(
+            decoder, self.code_size, hidden_size, steps_in, num_layers, cell, decoder_input_size
+        )
+        self.objective = build_objective(
+            objective, self.code_size, objective_args, stats_size=self.code_size - encoded
+        )
+        self.register_buffer("norm_loc", torch.zeros(input_size))
+        self.register_buffer("norm_scale", torch.ones(input_size))
+
+    def set_normalization(self, loc: Tensor, scale: Tensor) -> None:
+        """Per-feature statistics of the training split: the model sees (x - loc) / scale."""
+        self.norm_loc.copy_(torch.as_tensor(loc, dtype=self.norm_loc.dtype))
+        self.norm_scale.copy_(torch.as_tensor(scale, dtype=self.norm_scale.dtype))
+
+    def normalize(self, x: Tensor) -> Tensor:
+        # Dividing in place, into the subtraction's own new tensor, allocates once instead of twice:
+        # the same numbers, and about 1% off encoding a seed-sized split (normalised all at once).
+        return (x - self.norm_loc).div_(self.norm_scale)
+
+    def encode(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """x in original units [B, T, F] -> codes [B, C]."""
+        return self.encode_normalized(self.normalize(x), lengths)
+
+    def encode_normalized(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """x already normalised (``normalize``) -> codes [B, C]."""
+        if self.reads_as_is:  # the encoder's own call, as a hand-written loop makes it (scripts/benchmark.py)
+            return self.encoder(x, lengths)
+        shape, stats = self.scale_series(x, lengths)
+        return self._encode(shape, lengths, stats)
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """x in original units -> reconstruction in original units and order (free-running)."""
+        shape, stats = self.scale_series(self.normalize(x), lengths)
+        code = self._encode(shape, lengths, stats)
+        recon = self._decode(code, x.shape[1], None)
+        if self.reverse_target:
+            recon = reverse_valid_steps(recon, lengths)
+        if stats is not None:  # the code's own statistics give each series its level and scale back
+            loc, log_scale = stats.to(recon.dtype).chunk(2, dim=-1)
+            recon = recon * log_scale.exp().unsqueeze(1) + loc.unsqueeze(1)
+        return recon * self.norm_scale + self.norm_loc
+
+    def reconstruction(
+        self, x: Tensor, lengths: Tensor | None = None, teacher_forcing: bool = False
+    ) -> tuple[Tensor, Tensor]:
+        """x in original units -> (target, reconstruction) in the units and order the model trains in:
+        normalised, scaled per series with ``instance_norm``, reversed with ``reverse_target``."""
+        shape, stats = self.scale_series(self.normalize(x), lengths)
+        target = reverse_valid_steps(shape, lengths) if self.reverse_target else shape
+        code = self._encode(shape, lengths, stats)
+        recon = self._decode(code, x.shape[1], target if teacher_forcing else None)
+        return target, recon.to(target.dtype)  # under autocast the LSTM answers in bf16/fp16
+
+    def training_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """The objective's loss on a batch, and the reconstruction (for reports of non-finite losses)."""
+        x, lengths = batch["x"], batch.get("lengths")
+        shape, stats = self.scale_series(self.normalize(x), lengths)
+        target = reverse_valid_steps(shape, lengths) if self.reverse_target else shape
+        code = self._encode(self.objective.corrupt(shape, lengths), lengths, stats)
+        recon = self._decode(code, x.shape[1], target).to(target.dtype)
+        loss = masked_mse(recon, target, lengths)
+        extra = self.objective.extra_loss(lambda s, n: self._encode(s, n, stats), shape, lengths, code)
+        return (loss if extra is None else loss + extra), recon
+
+    def scale_series(self, x: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """With ``instance_norm``: each series over its own mean and standard deviation, and those
+        statistics [B, 2F] (``seqae.models.layers.instance_scale``); otherwise x as it is, and None."""
+        return instance_scale(x, lengths) if self.instance_norm else (x, None)
+
+    def _encode(self, shape: Tensor, lengths: Tensor | None, stats: Tensor | None) -> Tensor:
+        steps, step_lengths = self._patch(shape, lengths)
+        if self.conv_patches is not None:
+            steps = torch.cat([steps, self.conv_patches(shape).to(steps.dtype)], dim=-1)
+        code = self.encoder(steps, step_lengths)
+        return code if stats is None else torch.cat([code, stats.to(code.dtype)], dim=-1)
+
+    def _decode(self, code: Tensor, steps: int, target: Tensor | None) -> Tensor:
+        """The decoder's [B, steps, F]: it emits ``patch_size`` steps per recurrent step."""
+        if self.patch_size == 1:
+            return self.decoder(code, steps, target)
+        patches = -(-steps // self.patch_size)
+        recon = self.decoder(code, patches, None if target is None else self._patch(target, None)[0])
+        recon = recon.reshape(recon.shape[0], patches * self.patch_size, -1)
+        return recon if recon.shape[1] == steps else recon[:, :steps].contiguous()
+
+    def _patch(self, x: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        return patches(x, lengths, self.patch_size)

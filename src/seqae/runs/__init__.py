@@ -1,0 +1,1 @@
+"""Run folders, resuming, distributed runs and the console."""

@@ -1,0 +1,1 @@
+"""Training with Lightning: the LightningModule, its fast path, the budget, callbacks, checkpoints, preemption."""
