@@ -47,14 +47,8 @@ class Run:
         """The ``SequenceAutoencoder`` of the run's best checkpoint, in eval mode, on the CPU."""
         from seqae.training.module import SequenceAutoencoder
 
-        ckpt = self.ckpt or next(
-            (
-                p
-                for p in (RunFolder(self.dir).best_checkpoint, RunFolder(self.dir).last_checkpoint)
-                if p.is_file()
-            ),
-            None,
-        )
+        run = RunFolder(self.dir)
+        ckpt = self.ckpt or next((p for p in (run.best_checkpoint, run.last_checkpoint) if p.is_file()), None)
         if ckpt is None:
             raise MissingFileError(
                 f"{self.dir} holds no checkpoints/best.ckpt or last.ckpt to load a model from."
@@ -190,7 +184,7 @@ def _data_overrides(x: Any, lengths: Any, labels: Any, run_dir: Path) -> list[st
         arrays["lengths"] = np.asarray(lengths, dtype=np.int64)
     if labels is not None:
         arrays["labels"] = np.asarray(labels)
-    if RunFolder(run_dir).metrics.exists() or RunFolder(run_dir).checkpoints.exists():
+    if RunFolder(run_dir).earlier_results():
         return []  # train() refuses to overwrite it, naming the folder
     run_dir.mkdir(parents=True, exist_ok=True)
     np.savez(run_dir / "data.npz", **arrays)

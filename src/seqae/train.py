@@ -183,7 +183,7 @@ def optimized_metric(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
 
 def refuse_to_overwrite(output_dir: Path, ckpt_path: str | None) -> None:
     """An earlier run's results are never overwritten by a fresh run pointed at its folder."""
-    earlier = [p for p in (RunFolder(output_dir).metrics, RunFolder(output_dir).checkpoints) if p.exists()]
+    earlier = RunFolder(output_dir).earlier_results()
     if earlier and ckpt_path is None:
         raise RunFolderError(
             f"The run folder {output_dir} already holds an earlier run ({', '.join(p.name for p in earlier)}). "

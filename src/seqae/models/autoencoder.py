@@ -173,7 +173,7 @@ class Autoencoder(nn.Module):
         return instance_scale(x, lengths) if self.instance_norm else (x, None)
 
     def _encode(self, shape: Tensor, lengths: Tensor | None, stats: Tensor | None) -> Tensor:
-        steps, step_lengths = self._patch(shape, lengths)
+        steps, step_lengths = patches(shape, lengths, self.patch_size)
         if self.conv_patches is not None:
             steps = torch.cat([steps, self.conv_patches(shape).to(steps.dtype)], dim=-1)
         code = self.encoder(steps, step_lengths)
@@ -183,10 +183,9 @@ class Autoencoder(nn.Module):
         """The decoder's [B, steps, F]: it emits ``patch_size`` steps per recurrent step."""
         if self.patch_size == 1:
             return self.decoder(code, steps, target)
-        patches = -(-steps // self.patch_size)
-        recon = self.decoder(code, patches, None if target is None else self._patch(target, None)[0])
-        recon = recon.reshape(recon.shape[0], patches * self.patch_size, -1)
+        count = -(-steps // self.patch_size)
+        recon = self.decoder(
+            code, count, None if target is None else patches(target, None, self.patch_size)[0]
+        )
+        recon = recon.reshape(recon.shape[0], count * self.patch_size, -1)
         return recon if recon.shape[1] == steps else recon[:, :steps].contiguous()
-
-    def _patch(self, x: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        return patches(x, lengths, self.patch_size)

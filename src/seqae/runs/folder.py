@@ -61,6 +61,10 @@ class RunFolder:
     def log(self) -> Path:
         return self.path / "train.log"
 
+    def earlier_results(self) -> list[Path]:
+        """What an earlier run left here (its metrics, its checkpoints): a fresh run must not overwrite it."""
+        return [p for p in (self.metrics, self.checkpoints) if p.exists()]
+
 
 def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
     """Write to a temporary file, then rename: a kill mid-write never leaves a truncated file."""

@@ -99,7 +99,7 @@ def refuse_earlier_run_folder(args: list[str]) -> None:
     if run_dir is None or "-m" in args or "--multirun" in args:
         return
     run = Path(run_dir).expanduser()
-    earlier = [p.name for p in (RunFolder(run).metrics, RunFolder(run).checkpoints) if p.exists()]
+    earlier = [p.name for p in RunFolder(run).earlier_results()]
     if earlier and value_of(args, "ckpt_path") in (None, "null") and not restarted_by_slurm():
         sys.exit(
             f"hydra.run.dir={run_dir} already holds an earlier run ({', '.join(earlier)}); refusing to "
