@@ -85,7 +85,7 @@ class Size:
             f"data.seq_len={self.seq_len}",
             f"data.batch_size={self.batch}",
             f"data.num_sequences={self.sequences}",
-            f"model.hidden_size={self.hidden}",
+            f"encoder.hidden_size={self.hidden}",
             *PLAIN_MODEL,
         ]
 
@@ -96,7 +96,7 @@ class Size:
 PLAIN_MODEL = [
     "readout=hidden",
     "objective=reconstruction",
-    "model.decoder_input_size=null",
+    "decoder.projection_size=null",
     "model.instance_norm=false",
     "model.max_recurrent_steps=null",
     "model.reverse_target=false",
@@ -244,7 +244,7 @@ class PlainLoop:
         torch.manual_seed(seed)
         self.x_train, self.x_val = x_train.to(device), x_val.to(device)
         self.batch, self.device, self.log_every = cfg.data.batch_size, device, cfg.trainer.log_every_n_steps
-        self.model = PlainAutoencoder(x_train.shape[-1], cfg.model.hidden_size).to(device)
+        self.model = PlainAutoencoder(x_train.shape[-1], cfg.encoder.hidden_size).to(device)
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=cfg.model.lr, weight_decay=cfg.model.weight_decay
         )
@@ -496,11 +496,13 @@ def bench_encode(
     device the config's Trainer would pick (scripts/encode.py's device=auto picks the same)."""
     from hydra.utils import instantiate
 
+    from seqae.train import build_model
+
     cfg = compose_train_config([*size.overrides(), f"threads={threads}", *extra], workdir / "encode")
     device, _ = device_and_precision(cfg)
     data = instantiate(cfg.data)
     data.setup("fit")
-    model = instantiate(cfg.model, input_size=data.num_features)
+    model = build_model(cfg, data.num_features)
     loc, scale = data.normalization()
     model.set_normalization(loc, scale)
     model.eval().to(device)
@@ -671,13 +673,15 @@ def bench_startup(workdir: Path, extra: list[str], quick: bool = False) -> dict:
     # Composition and data/model build, timed in this process (modules already imported).
     from hydra.utils import instantiate
 
+    from seqae.train import build_model
+
     t0 = time.perf_counter()
     cfg = compose_train_config([*STARTUP_OVERRIDES, *extra], workdir / "compose")
     t1 = time.perf_counter()
     data = instantiate(cfg.data)
     data.setup("fit")
     t2 = time.perf_counter()
-    model = instantiate(cfg.model, input_size=data.num_features)
+    model = build_model(cfg, data.num_features)
     model.set_normalization(*data.normalization())
     t3 = time.perf_counter()
     python_start = _seconds_for([sys.executable, "-c", "pass"])

@@ -56,7 +56,7 @@ def peak_rss_of_training(path: Path, steps: int, run_dir: Path, hidden: int) -> 
         str(ROOT / "train.py"),
         "data=arrays",
         f"data.path={path}",
-        f"model.hidden_size={hidden}",
+        f"encoder.hidden_size={hidden}",
         f"trainer.max_steps={steps}",
         "trainer.max_epochs=-1",
         "trainer.limit_val_batches=0",
@@ -141,7 +141,9 @@ def measure_varlen(args: argparse.Namespace, folder: Path) -> None:
             seed=0,
         )
         dm.setup("fit")
-        model = SequenceAutoencoder(f, hidden_size=args.hidden, readout=readout)
+        encoder = {"_target_": "seqae.models.encoders.RecurrentEncoder", "hidden_size": args.hidden}
+        decoder = {"_target_": "seqae.models.decoders.RepeatDecoder", "hidden_size": args.hidden}
+        model = SequenceAutoencoder(f, encoder=encoder | {"readout": readout}, decoder=decoder)
         model.set_normalization(*dm.normalization())
         timer = EpochTimes()
         trainer = L.Trainer(

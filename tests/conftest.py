@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import pytest
@@ -25,7 +26,7 @@ TINY = [
     "data.seq_len=12",
     "data.num_features=3",
     "data.batch_size=16",
-    "model.hidden_size=8",
+    "encoder.hidden_size=8",
     "trainer.max_steps=8",
     "trainer.val_check_interval=4",
     "trainer.accelerator=cpu",
@@ -33,6 +34,18 @@ TINY = [
 ]
 
 torch.set_num_threads(1)
+
+
+def recurrent(hidden_size: int, **encoder: Any) -> dict[str, dict[str, Any]]:
+    """``SequenceAutoencoder`` keyword arguments for seqae's recurrent encoder at this width (and
+    ``num_layers``, ``readout``, ``cell``, ... as given) with a repeat decoder as wide, deep and of
+    the same cell, as ``encoder=... decoder=repeat`` builds them."""
+    shared = {"hidden_size": hidden_size} | {k: encoder[k] for k in ("num_layers", "cell") if k in encoder}
+    return {
+        "encoder": {"_target_": "seqae.models.encoders.RecurrentEncoder", **shared, **encoder},
+        "decoder": {"_target_": "seqae.models.decoders.RepeatDecoder", **shared},
+    }
+
 
 # The CUDA paths (training in each precision, encoding) are checked where a GPU is; CI has none.
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

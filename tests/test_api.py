@@ -15,7 +15,7 @@ import seqae
 from seqae.errors import ConfigError
 
 TINY = (
-    "model.hidden_size=8",
+    "encoder.hidden_size=8",
     "trainer.max_steps=8",
     "trainer.val_check_interval=4",
     "trainer.accelerator=cpu",
@@ -43,7 +43,7 @@ def test_fit_from_another_folder_writes_a_cli_run_and_load_gives_it_back(tmp_pat
     assert list((run.dir / "tensorboard").glob("events.out.tfevents.*"))
     assert "Training budget: 8 optimizer steps" in (run.dir / "train.log").read_text()
     assert run.metrics == json.loads((run.dir / "metrics.json").read_text())
-    assert run.metrics["encoder"] == "stacked" and run.config.model.num_layers == 2
+    assert run.metrics["encoder"] == "stacked" and run.config.encoder.num_layers == 2
     assert run.metrics["eval/probe_accuracy"] > 0.9  # labels given: the codes were evaluated
     codes = run.encode(x)
     assert codes.shape == (64, run.model.code_size) and codes.dtype == np.float32
@@ -72,7 +72,7 @@ def test_the_transformer_works_in_a_pipeline_a_clone_and_a_grid_search(tmp_path,
     # (Logging every step: the tiny folds are shorter than Lightning's default logging interval,
     # which it would warn about, as it warns a user of any run that short.)
     quiet = (*TINY, "trainer.log_every_n_steps=1")
-    grid = {"codes__overrides": [quiet, (*quiet, "model.hidden_size=4")]}
+    grid = {"codes__overrides": [quiet, (*quiet, "encoder.hidden_size=4")]}
     search = GridSearchCV(Pipeline([("codes", encoder), ("clf", LogisticRegression())]), grid, cv=2)
     capfd.readouterr()
     search.fit(x[:60], y[:60])

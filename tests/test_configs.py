@@ -5,10 +5,10 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
-from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
-from seqae.train import instantiate_each
+from seqae.errors import ConfigError
+from seqae.train import build_model, instantiate_each, module_specs
 from seqae.training.module import SequenceAutoencoder
 from tests.conftest import CONF
 
@@ -27,13 +27,15 @@ def is_valid(encoder: str, readout: str) -> bool:
 def test_every_valid_combination_trains_and_loads_from_its_checkpoint(
     tiny_cfg, tmp_path, encoder, readout, decoder
 ):
-    cfg = tiny_cfg(f"encoder={encoder}", f"readout={readout}", f"decoder={decoder}", "model.latent_size=5")
+    cfg = tiny_cfg(f"encoder={encoder}", f"readout={readout}", f"decoder={decoder}", "encoder.latent_size=5")
     if not is_valid(encoder, readout):
-        with pytest.raises(InstantiationException, match=f"readout='{readout}' needs a cell state"):
-            instantiate(cfg.model, input_size=3)
+        with pytest.raises(ConfigError, match=f"readout='{readout}' needs a cell state"):
+            build_model(cfg, 3)
         return
-    model = instantiate(cfg.model, input_size=3)
-    assert (model.hparams.readout, model.hparams.decoder) == (readout, decoder)
+    model = build_model(cfg, 3)
+    assert model.hparams.encoder["readout"] == readout and model.hparams.decoder["_target_"].endswith(
+        {"repeat": "RepeatDecoder", "autoregressive": "AutoregressiveDecoder"}[decoder]
+    )
     dm = instantiate(cfg.data)
     trainer = L.Trainer(
         fast_dev_run=1, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
@@ -45,7 +47,7 @@ def test_every_valid_combination_trains_and_loads_from_its_checkpoint(
 
     path = tmp_path / "model.ckpt"
     trainer.save_checkpoint(path)
-    loaded = SequenceAutoencoder.load_from_checkpoint(path).eval()
+    loaded = SequenceAutoencoder.load(path).eval()
     x = dm.splits["test"].x[:4]
     with torch.no_grad():
         assert loaded.encode(x).shape == (4, 5 + 2 * 3)  # the projection; each series' mean and log std
@@ -61,12 +63,22 @@ def test_every_option_of_every_group_instantiates(tiny_cfg, group):
             continue  # TINY's keys are sines' own; the file sources are composed in tests/data/test_data_configs.py
         cfg = tiny_cfg(f"{group}={option}")
         dm = instantiate(cfg.data)
-        instantiate(cfg.model, input_size=3)
+        build_model(cfg, 3)
         callbacks, loggers = instantiate_each(cfg.get("callbacks")), instantiate_each(cfg.get("logger"))
         trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
         assert all(any(c is t for t in trainer.callbacks) for c in callbacks)
         assert len(trainer.loggers) == len(loggers) or trainer.fast_dev_run
         assert dm.batch_size == cfg.data.batch_size
+
+
+@pytest.mark.parametrize("group", ["encoder", "decoder", "objective"])
+def test_seqaes_own_modules_are_chosen_as_a_researchers_are_by_target(tiny_cfg, group):
+    for option in options(group):
+        spec = module_specs(tiny_cfg(f"{group}={option}"))[group]
+        assert spec["_target_"].startswith(
+            f"seqae.models.{group}"
+        )  # e.g. seqae.models.encoders.RecurrentEncoder
+        assert "# @package model" not in (CONF / group / f"{option}.yaml").read_text()
 
 
 @pytest.mark.parametrize("objective", options("objective"))
@@ -78,17 +90,16 @@ def test_every_objective_trains_with_patches_and_instance_norm_and_loads_from_it
     )
     dm = instantiate(cfg.data)
     dm.setup()
-    model = instantiate(cfg.model, input_size=3, sequence_length=dm.sequence_length)
-    assert (
-        model.patch_size == 4 and model.hparams.objective == objective
-    )  # 13 steps: 4 patches, the last short
+    model = build_model(cfg, 3, dm.sequence_length)
+    assert model.patch_size == 4  # 13 steps: 4 patches, the last short
+    assert model.hparams.objective["_target_"].startswith(f"seqae.models.objectives.{objective}.")
     trainer = L.Trainer(
         fast_dev_run=1, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
     )
     trainer.fit(model, datamodule=dm)
     path = tmp_path / "model.ckpt"
     trainer.save_checkpoint(path)
-    loaded = SequenceAutoencoder.load_from_checkpoint(path).eval()
+    loaded = SequenceAutoencoder.load(path).eval()
     x = dm.splits["test"].x[:4]
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model.eval()(x))
@@ -96,7 +107,8 @@ def test_every_objective_trains_with_patches_and_instance_norm_and_loads_from_it
 
 def test_stacked_cell_is_what_the_readme_says(tiny_cfg):
     cfg = tiny_cfg("encoder=stacked", "readout=cell")
-    assert (cfg.model.num_layers, cfg.model.readout, cfg.model.decoder) == (2, "cell", "repeat")
+    assert (cfg.encoder.num_layers, cfg.encoder.readout) == (2, "cell")
+    assert (cfg.decoder.num_layers, cfg.decoder._target_) == (2, "seqae.models.decoders.RepeatDecoder")
 
 
 def test_outputs_land_under_outputs_with_sub_second_timestamps(tiny_cfg):

@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import ROOT, TINY
 
-FIT = ["model.hidden_size=8", "trainer.max_steps=8", "trainer.val_check_interval=4"]
+FIT = ["encoder.hidden_size=8", "trainer.max_steps=8", "trainer.val_check_interval=4"]
 
 
 def run(*command: str | Path, cwd: Path) -> subprocess.CompletedProcess:

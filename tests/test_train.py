@@ -41,7 +41,7 @@ def test_task_writes_metrics_checkpoints_and_the_best_checkpoint_reproduces_test
         last["global_step"] == cfg.trainer.max_steps
     )  # refreshed at every validation, not only on improvement
 
-    model = SequenceAutoencoder.load_from_checkpoint(run / "checkpoints" / "best.ckpt")
+    model = SequenceAutoencoder.load(run / "checkpoints" / "best.ckpt")
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
     again = trainer.test(model, datamodule=dm, verbose=False)[0]["test/loss"]
     assert again == pytest.approx(metrics["test/loss"], rel=1e-5)
@@ -88,8 +88,9 @@ def test_the_hparams_summary_holds_what_runs_are_compared_by(tmp_path):
     overrides = ["data=ucr", "data.root=/somewhere/archives", "data.name=GunPoint", "encoder=stacked"]
     cfg = compose_config(overrides, tmp_path / "run")
     summary = hparams_summary(cfg)
-    assert set(summary) == {"choices", "model", "data", "seed", "trainer"}
-    assert summary["choices"]["encoder"] == "stacked" and summary["model"]["num_layers"] == 2
+    assert set(summary) == {"choices", "model", "encoder", "decoder", "objective", "data", "seed", "trainer"}
+    assert summary["choices"]["encoder"] == "stacked" and summary["encoder"]["num_layers"] == 2
+    assert summary["decoder"]["num_layers"] == 2 and summary["objective"]["temperature"] == 0.2
     assert summary["data"]["name"] == "GunPoint" and "root" not in summary["data"]  # where, not what
     assert set(summary["trainer"]) == {
         "accelerator",
@@ -100,7 +101,7 @@ def test_the_hparams_summary_holds_what_runs_are_compared_by(tmp_path):
         "max_epochs",
         "val_check_interval",
     }
-    assert not any(k.startswith("_") for section in ("model", "data") for k in summary[section])
+    assert not any(k.startswith("_") for section in ("model", "encoder", "data") for k in summary[section])
 
 
 def test_a_ddp_run_leaves_no_process_group_behind(tiny_cfg):

@@ -53,7 +53,7 @@ class Run:
             raise MissingFileError(
                 f"{self.dir} holds no checkpoints/best.ckpt or last.ckpt to load a model from."
             )
-        return SequenceAutoencoder.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True).eval()
+        return SequenceAutoencoder.load(ckpt, map_location="cpu").eval()
 
     def encode(self, x: Any, lengths: Any = None, batch_size: int = 256) -> np.ndarray:
         """Codes ``[N, code_size]`` of ``x`` ``[N, T, F]`` (or ``[N, T]``) in the data's own units.
@@ -89,7 +89,7 @@ def fit(
     series, or the path of a file ``data=arrays`` reads. ``lengths`` ``[N]``: valid steps per
     sequence. ``labels`` ``[N]``: classes for the probes only (the model never sees them); with
     them the run also evaluates its codes (``evaluate_after_train=true``). ``overrides``: exactly
-    the CLI's, e.g. ``("encoder=stacked", "model.hidden_size=128")``. ``verbose=0``: nothing on the
+    the CLI's, e.g. ``("encoder=stacked", "encoder.hidden_size=128")``. ``verbose=0``: nothing on the
     console but warnings (no progress bar, budget or summary); the run's ``train.log`` is as full.
     """
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f")
@@ -126,7 +126,7 @@ class SequenceEncoder(TransformerMixin, BaseEstimator):
     """A scikit-learn transformer: ``fit`` trains a seqae autoencoder on ``X [N, T, F]``
     (``seqae.fit``), ``transform`` gives its codes ``[N, code_size]``.
 
-    ``Pipeline([("codes", SequenceEncoder(["model.hidden_size=32"])), ("clf", LogisticRegression())])``
+    ``Pipeline([("codes", SequenceEncoder(["encoder.hidden_size=32"])), ("clf", LogisticRegression())])``
     and ``GridSearchCV`` over ``codes__overrides`` work as with any transformer.
 
     ``overrides``: the CLI's (``seqae-train`` overrides). ``output_dir``: a folder for the runs, one

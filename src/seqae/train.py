@@ -84,13 +84,7 @@ def fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, start
 
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")  # the model's input size and normalisation come from the data
-    model = instantiate(
-        cfg.model,
-        _recursive_=False,  # the modules' specs reach the model as plain dicts (seqae/models/targets.py)
-        input_size=datamodule.num_features,
-        sequence_length=datamodule.sequence_length,
-        **module_specs(cfg),
-    )
+    model = build_model(cfg, datamodule.num_features, datamodule.sequence_length)
     model.set_normalization(*datamodule.normalization())
     if ckpt_path is not None:  # fail now, naming the file and the mismatch, not inside Lightning
         check_matches(ckpt_path, read_checkpoint(ckpt_path), model)
@@ -140,13 +134,26 @@ def fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, start
     return metrics
 
 
+def build_model(cfg: DictConfig, input_size: int, sequence_length: int | None = None) -> Any:
+    """``cfg.model`` (a ``SequenceAutoencoder``) with the encoder, decoder and objective the config
+    chose, for data of ``input_size`` values per step and series of at most ``sequence_length``."""
+    return instantiate(
+        cfg.model,
+        _recursive_=False,  # the modules' specs reach the model as plain dicts (seqae/models/targets.py)
+        input_size=input_size,
+        sequence_length=sequence_length,
+        **module_specs(cfg),
+    )
+
+
 def module_specs(cfg: DictConfig) -> dict[str, dict[str, Any]]:
-    """The researcher's own modules: an ``encoder``, ``decoder`` or ``objective`` config with a
-    ``_target_`` (their ``<conf>/encoder/<name>.yaml``, found through ``hydra.searchpath``)."""
+    """The ``encoder``, ``decoder`` and ``objective`` the config groups chose, each a ``_target_`` and
+    its keyword arguments as plain values: seqae's own (``seqae/conf/encoder/``, ...) or a
+    researcher's (their ``<conf>/encoder/<name>.yaml``, found through ``hydra.searchpath``)."""
     return {
         key: OmegaConf.to_container(cfg[key], resolve=True)
         for key in ("encoder", "decoder", "objective")
-        if isinstance(cfg.get(key), DictConfig) and "_target_" in cfg[key]
+        if isinstance(cfg.get(key), DictConfig)
     }
 
 
@@ -272,9 +279,9 @@ TRAINER_KEYS = (
 
 
 def hparams_summary(cfg: DictConfig) -> dict[str, Any]:
-    """What a researcher compares runs by: the chosen config groups, ``model.*``, ``data.*`` (not its
-    paths), ``seed`` and the Trainer's devices, precision and budget. Not ``_target_``s, callbacks,
-    paths or Hydra's own config."""
+    """What a researcher compares runs by: the chosen config groups, ``model.*``, the encoder's,
+    decoder's and objective's settings, ``data.*`` (not its paths), ``seed`` and the Trainer's devices,
+    precision and budget. Not ``_target_``s, callbacks, paths or Hydra's own config."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
 
     def settings(section: str, keep: Any = lambda key: True) -> dict[str, Any]:
@@ -284,6 +291,7 @@ def hparams_summary(cfg: DictConfig) -> dict[str, Any]:
     return {
         "choices": config_choices(),
         "model": settings("model"),
+        **{module: settings(module) for module in ("encoder", "decoder", "objective")},
         "data": settings("data", lambda key: key not in PATH_KEYS),
         "seed": resolved.get("seed"),
         "trainer": settings("trainer", lambda key: key in TRAINER_KEYS),

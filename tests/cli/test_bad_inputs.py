@@ -46,7 +46,7 @@ CASES = [
     ("misspelled key", ["trainer.max_epoch=3"], ["max_epoch"]),
     ("appended unknown key", ["+trainer.max_epoch=3"], ["max_epoch"]),
     ("wrong type", ["data.batch_size=abc"], ["data.batch_size", "abc"]),
-    ("zero size", ["model.hidden_size=0"], ["model.hidden_size", "0"]),
+    ("zero size", ["encoder.hidden_size=0"], ["encoder.hidden_size", "0"]),
     ("gru with a cell readout", ["encoder=gru", "readout=cell"], ["readout='cell'", "GRU"]),
     ("a budget without an end", ["trainer.max_steps=-1"], ["set no end to training", "trainer.max_time"]),
     ("more devices than cores", ["trainer.accelerator=cpu", "trainer.devices=512"], ["trainer.devices=512"]),
@@ -54,7 +54,7 @@ CASES = [
     ("corrupt checkpoint", ["ckpt_path={tmp}/corrupt.ckpt"], ["corrupt.ckpt", "truncated, corrupt"]),
     (
         "checkpoint of another shape",
-        ["ckpt_path={earlier}/checkpoints/last.ckpt", "model.hidden_size=16"],
+        ["ckpt_path={earlier}/checkpoints/last.ckpt", "encoder.hidden_size=16"],
         ["last.ckpt", "does not match", "hidden_size"],
     ),
     (
@@ -110,10 +110,10 @@ class Boom(L.Callback):
 @pytest.mark.slow
 def test_the_whole_traceback_on_request_and_for_a_real_bug(tmp_path):
     proc = run_cli(
-        *TINY, "model.hidden_size=0", f"hydra.run.dir={tmp_path / 'a'}", env={"HYDRA_FULL_ERROR": "1"}
+        *TINY, "encoder.hidden_size=0", f"hydra.run.dir={tmp_path / 'a'}", env={"HYDRA_FULL_ERROR": "1"}
     )
     assert proc.returncode != 0
-    assert "Traceback" in proc.stderr and "model.hidden_size" in proc.stderr
+    assert "Traceback" in proc.stderr and "encoder.hidden_size" in proc.stderr
     proc = run_cli(
         *TINY, "+callbacks.boom._target_=tests.cli.test_bad_inputs.Boom", f"hydra.run.dir={tmp_path / 'b'}"
     )

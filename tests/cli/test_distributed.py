@@ -182,7 +182,7 @@ def test_an_optuna_sweep_survives_a_failed_trial_and_keeps_the_study_in_sqlite(t
     study = optuna.load_study(study_name="scale_test", storage=storage)
     assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE"]
     trial = study.trials[1]
-    assert set(trial.params) == {"model.lr", "model.num_layers", "readout"}  # hidden_size is fixed by TINY
+    assert set(trial.params) == {"model.lr", "encoder.num_layers", "readout"}  # hidden_size is fixed by TINY
     assert 1e-4 <= trial.params["model.lr"] <= 1e-2
     results = OmegaConf.load(tmp_path / "sweep" / "optimization_results.yaml")
     assert results.best_params == trial.params and results.best_value == pytest.approx(trial.value)

@@ -14,7 +14,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from tests.conftest import TINY, run_cli
 
 MODEL = [
-    "model.hidden_size=8",
+    "encoder.hidden_size=8",
     "trainer.max_steps=12",
     "trainer.val_check_interval=4",
     "trainer.accelerator=cpu",

@@ -20,7 +20,7 @@ RUN = [
     "data.num_sequences=256",
     "data.seq_len=16",
     "encoder=stacked",
-    "model.dropout=0.3",
+    "encoder.dropout=0.3",
     "trainer.max_steps=40",  # 13 batches an epoch: the first checkpoint (step 6) is mid-epoch
     "trainer.val_check_interval=6",
     "trainer.deterministic=true",
@@ -77,7 +77,7 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, bu
     assert not list((killed / "tensorboard").glob("version_*"))
     assert len(list((killed / "tensorboard").glob("events.out.tfevents.*"))) >= 2
     assert len(list((killed / ".hydra").glob("resume-*/config.yaml"))) == 1
-    assert "model.dropout=0.3" in (killed / ".hydra" / "overrides.yaml").read_text()
+    assert "encoder.dropout=0.3" in (killed / ".hydra" / "overrides.yaml").read_text()
 
 
 @pytest.mark.slow

@@ -83,7 +83,7 @@ def test_a_run_writes_metrics_checkpoints_and_tensorboard_events(tmp_path):
     assert [e.step for e in acc.Scalars("val/loss")] and len(acc.Scalars("val/loss")) == 2
     assert {"hp/val_loss_best", "test/mse"} <= hparams_metric_tags(acc)
     columns = hparams_columns(acc)
-    assert {"choices/encoder", "choices/readout", "model/hidden_size", "data/batch_size", "seed"} <= columns
+    assert {"choices/encoder", "choices/readout", "encoder/hidden_size", "data/batch_size", "seed"} <= columns
     assert {"trainer/precision", "trainer/devices", "trainer/max_steps"} <= columns
     unwanted = [
         c for c in columns if re.search(r"_target_|^callbacks|^paths|^hydra|/root$|/path$|/dirpath", c)
@@ -93,7 +93,7 @@ def test_a_run_writes_metrics_checkpoints_and_tensorboard_events(tmp_path):
     assert hparams_shown_first(acc) == {
         "choices/encoder",
         "choices/readout",
-        "model/hidden_size",
+        "encoder/hidden_size",
         *(f"data/{key}" for key in ("num_sequences", "seq_len", "num_features", "batch_size")),
         *(f"trainer/{key}" for key in ("max_steps", "val_check_interval", "accelerator")),
     }

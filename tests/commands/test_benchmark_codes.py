@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import ROOT
 
 TINY = [
-    "model.hidden_size=8",
+    "encoder.hidden_size=8",
     "trainer.max_steps=8",
     "trainer.val_check_interval=4",
     "callbacks.progress_bar.refresh_rate=0",

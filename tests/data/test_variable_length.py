@@ -16,7 +16,7 @@ from seqae.data.datamodule import BucketBatchSampler
 from seqae.models.encoders import RecurrentEncoder
 from seqae.models.layers import masked_mse
 from seqae.training.module import SequenceAutoencoder
-from tests.conftest import needs_cuda, quiet_trainer
+from tests.conftest import needs_cuda, quiet_trainer, recurrent
 
 LENGTHS = torch.tensor([3, 17, 9, 12, 5, 20, 8, 15, 11, 4, 19, 6, 14, 7, 16, 10] * 5)
 
@@ -82,7 +82,7 @@ def test_nan_padding_never_reaches_the_loss(variable_npy):
     path = variable_npy
     dm = ArraysDataModule(path=str(path), batch_size=16, seed=0)
     dm.setup("fit")
-    model = SequenceAutoencoder(2, hidden_size=4, readout="cell")
+    model = SequenceAutoencoder(2, **recurrent(4, readout="cell"))
     for batch in dm.train_dataloader():
         target, recon = model.reconstruction(batch["x"], batch["lengths"], teacher_forcing=True)
         loss = masked_mse(recon, target, batch["lengths"])
@@ -95,14 +95,14 @@ def test_a_fit_on_variable_length_data_keeps_its_normalisation_in_the_checkpoint
     path = variable_npy
     dm = ArraysDataModule(path=str(path), batch_size=16, seed=0)
     dm.setup("fit")
-    model = SequenceAutoencoder(2, hidden_size=4, readout="cell")
+    model = SequenceAutoencoder(2, **recurrent(4, readout="cell"))
     model.set_normalization(*dm.normalization())
     trainer = quiet_trainer(tmp_path, max_epochs=1)
     trainer.fit(model, datamodule=dm)
     ckpt = tmp_path / "model.ckpt"
     trainer.save_checkpoint(ckpt)
 
-    loaded = SequenceAutoencoder.load_from_checkpoint(ckpt)
+    loaded = SequenceAutoencoder.load(ckpt)
     loc, scale = dm.normalization()
     torch.testing.assert_close(loaded.norm_loc, loc)
     torch.testing.assert_close(loaded.norm_scale, scale)

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from seqae.data import SequenceData, SequenceDataModule, SinesDataModule, rows
 from seqae.evaluation.codes import encode_split, load_checkpoint_and_data, write_encodings
 from seqae.training.module import SequenceAutoencoder
-from tests.conftest import needs_cuda, quiet_trainer
+from tests.conftest import needs_cuda, quiet_trainer, recurrent
 
 
 class VariableLengthData(SequenceDataModule):
@@ -30,10 +30,10 @@ def sines(**kwargs) -> SinesDataModule:
     return SinesDataModule(**args)
 
 
-def model_for(dm: SequenceDataModule, **kwargs) -> SequenceAutoencoder:
+def model_for(dm: SequenceDataModule, readout: str = "hidden") -> SequenceAutoencoder:
     torch.manual_seed(0)
     dm.setup()
-    model = SequenceAutoencoder(dm.num_features, hidden_size=6, **kwargs)
+    model = SequenceAutoencoder(dm.num_features, **recurrent(6, readout=readout))
     model.set_normalization(*dm.normalization())
     return model
 

@@ -24,13 +24,13 @@ from seqae.evaluation.probes import (
 )
 from seqae.train import train
 from seqae.training.module import SequenceAutoencoder
-from tests.conftest import quiet_trainer
+from tests.conftest import quiet_trainer, recurrent
 
 
-def fit(dm: SequenceDataModule, epochs: int, **model_args) -> tuple[SequenceAutoencoder, L.Trainer]:
+def fit(dm: SequenceDataModule, epochs: int, hidden_size: int = 16) -> tuple[SequenceAutoencoder, L.Trainer]:
     L.seed_everything(0, verbose=False)
     dm.setup()
-    model = SequenceAutoencoder(dm.num_features, **({"hidden_size": 16, "lr": 0.01} | model_args))
+    model = SequenceAutoencoder(dm.num_features, **recurrent(hidden_size), lr=0.01)
     model.set_normalization(*dm.normalization())
     trainer = quiet_trainer(None, max_epochs=epochs, enable_checkpointing=False)
     trainer.fit(model, datamodule=dm)
@@ -141,7 +141,7 @@ def test_anomaly_auroc_of_reconstruction_error_by_class_name_or_id():
 def test_anomaly_label_needs_labels_and_both_kinds_of_sequence():
     dm = VariableLengthData(batch_size=8)
     dm.setup()
-    model = SequenceAutoencoder(2, hidden_size=4)
+    model = SequenceAutoencoder(2, **recurrent(4))
     with pytest.raises(
         ValueError, match="anomaly_label=1 names an anomalous class, but the data has no labels"
     ):
@@ -200,7 +200,7 @@ def test_raw_knn_resamples_variable_lengths_to_compare_every_pair():
 
     dm = Speeds(batch_size=4, val_fraction=0.25)
     dm.setup()
-    model = SequenceAutoencoder(1, hidden_size=4)
+    model = SequenceAutoencoder(1, **recurrent(4))
     assert raw_knn_accuracy(model, dm) == 1.0
     assert resample(torch.tensor([[0.0], [2.0]]), 3).flatten().tolist() == [0.0, 1.0, 2.0]
 

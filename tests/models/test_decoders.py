@@ -3,7 +3,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seqae.models.decoders import AutoregressiveDecoder, RepeatDecoder, build_decoder
+from seqae.errors import ConfigError
+from seqae.models.decoders import AutoregressiveDecoder, RepeatDecoder
+from seqae.models.targets import build
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
@@ -16,13 +18,13 @@ def test_repeat_decoder_reconstructs_every_step_and_feature(cell, num_layers):
 
 def test_a_projected_code_is_the_lstm_input_and_old_checkpoints_keep_the_plain_layout():
     torch.manual_seed(0)
-    dec = RepeatDecoder(code_size=40, hidden_size=8, output_size=3, input_size=6)
+    dec = RepeatDecoder(code_size=40, hidden_size=8, output_size=3, projection_size=6)
     assert dec.lstm.input_size == 6 and dec.project.in_features == 40
     code = torch.randn(4, 40)
     expected, _ = dec.lstm(dec.project(code).unsqueeze(1).expand(-1, 11, -1))
     torch.testing.assert_close(dec(code, 11), dec.out(expected))
-    # without input_size the state dict is what checkpoints written before it hold
-    assert set(RepeatDecoder(40, 8, 3).state_dict()) == {
+    # without projection_size the state dict is what checkpoints written before it hold
+    assert set(RepeatDecoder(40, 3, hidden_size=8).state_dict()) == {
         "lstm.weight_ih_l0",
         "lstm.weight_hh_l0",
         "lstm.bias_ih_l0",
@@ -57,6 +59,9 @@ def test_free_running_generation_feeds_back_its_own_output():
     torch.testing.assert_close(dec(code, 6, free), free, atol=1e-6, rtol=1e-5)
 
 
-def test_unknown_decoder_is_named():
-    with pytest.raises(ValueError, match="decoder must be one of"):
-        build_decoder("transformer", 4, 4, 4, 1, "lstm")
+def test_an_unknown_decoder_or_argument_is_named():
+    with pytest.raises(ConfigError, match="the module has no TransformerDecoder"):
+        build({"_target_": "seqae.models.decoders.TransformerDecoder"}, "decoder", code_size=4, output_size=4)
+    spec = {"_target_": "seqae.models.decoders.RepeatDecoder", "input_size": 6}
+    with pytest.raises(ConfigError, match=r"RepeatDecoder\(code_size, output_size, input_size\) failed"):
+        build(spec, "decoder", code_size=4, output_size=4)

@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.errors import ConfigCompositionException
 
 from seqae.errors import ConfigError
 from seqae.models.targets import build
+from seqae.train import compose_config, module_specs
 from seqae.training.module import SequenceAutoencoder
-from tests.conftest import ROOT, TINY
+from tests.conftest import ROOT, TINY, recurrent
 
 DOCS = ROOT / "docs" / "models.md"
 # The worked example of docs/models.md ("Your own modules"): its package, as a user would paste it.
@@ -53,7 +55,7 @@ def test_their_encoder_decoder_and_objective_train_from_their_yaml_and_reload_in
     proc = run(
         sys.executable,
         str(ROOT / "train.py"),
-        *TINY,
+        *[o for o in TINY if not o.startswith("encoder.")],  # their encoder has no hidden_size
         *choose,
         f"hydra.run.dir={run_dir}",
         pythonpath=src,
@@ -90,6 +92,24 @@ def test_their_encoder_decoder_and_objective_train_from_their_yaml_and_reload_in
     assert "encoder._target_='mylab.ConvEncoder': the module 'mylab' cannot be imported" in proc.stderr
 
 
+def test_their_encoder_gets_seqaes_decoder_at_its_defaults_and_no_readout(tmp_path):
+    _, conf = write_package(tmp_path)
+    overrides = [o for o in TINY if not o.startswith("encoder.")]
+    cfg = compose_config([*overrides, f"hydra.searchpath=[file://{conf}]", "encoder=conv"], tmp_path / "run")
+    specs = module_specs(cfg)
+    assert specs["encoder"] == {"_target_": "mylab.ConvEncoder", "channels": 12}  # nothing of seqae's added
+    assert specs["decoder"] == {
+        "_target_": "seqae.models.decoders.RepeatDecoder",
+        "hidden_size": 64,
+        "num_layers": 1,
+        "cell": "lstm",
+        "projection_size": 64,
+    }
+    # A readout is an option of seqae's recurrent encoder: theirs has none to override.
+    with pytest.raises(ConfigCompositionException, match="Could not override 'readout'"):
+        compose_config([*overrides, f"hydra.searchpath=[file://{conf}]", "encoder=conv", "readout=cell"])
+
+
 class WritesAFile:
     """Not a module: building it from a run must never run its constructor."""
 
@@ -102,7 +122,7 @@ def test_a_target_that_is_not_a_module_is_refused_before_it_is_called(tmp_path):
     spec = {"_target_": f"{__name__}.WritesAFile", "path": str(marker)}
     with pytest.raises(ConfigError, match=r"is not a torch.nn.Module subclass"):
         build(spec, "encoder", input_size=3)
-    model = SequenceAutoencoder(input_size=3, hidden_size=4)
+    model = SequenceAutoencoder(input_size=3, **recurrent(4))
     ckpt = tmp_path / "tampered.ckpt"
     hparams = dict(model.hparams) | {"encoder": spec}
     torch.save(
@@ -116,16 +136,55 @@ def test_a_target_that_is_not_a_module_is_refused_before_it_is_called(tmp_path):
         build({"_target_": "nolab.Encoder"}, "encoder", input_size=3)
 
 
-def test_a_checkpoint_of_the_built_in_encoder_stores_no_spec_and_loads_as_before(tmp_path):
-    # Checkpoints written before encoders had specs hold exactly these hyper-parameters.
-    model = SequenceAutoencoder(input_size=3, hidden_size=4, num_layers=2, readout="cell")
-    assert model.hparams.encoder is None and type(model.encoder).__name__ == "RecurrentEncoder"
-    legacy = {k: v for k, v in model.hparams.items() if k != "encoder"}
-    ckpt = tmp_path / "legacy.ckpt"
+# What a checkpoint of seqae 0.x holds (train.py encoder=stacked readout=cell decoder=autoregressive
+# objective=denoising encoder.hidden_size=4 ...): before seqae's own modules were named by _target_.
+EARLIER = {
+    "input_size": 3,
+    "hidden_size": 4,
+    "num_layers": 2,
+    "readout": "cell",
+    "cell": "lstm",
+    "bidirectional": False,
+    "dropout": 0.0,
+    "latent_size": 5,
+    "decoder": "autoregressive",
+    "decoder_input_size": 64,
+    "reverse_target": True,
+    "lr": 0.003,
+    "weight_decay": 0.0,
+    "scheduler": "cosine",
+    "steps_per_call": 40,
+    "gradient_clip_val": 5.0,
+    "instance_norm": True,
+    "sequence_length": 40,
+    "max_recurrent_steps": 10,
+    "objective": "denoising",
+    "objective_args": {"mask": 0.3, "noise": 0.0},
+    "encoder": None,
+    "conv_channels": None,
+}
+
+
+def test_a_checkpoint_of_an_earlier_seqae_loads_and_encodes_as_the_same_model(tmp_path):
+    specs = {
+        "encoder": {"_target_": "seqae.models.encoders.RecurrentEncoder", "hidden_size": 4, "num_layers": 2}
+        | {"readout": "cell", "latent_size": 5},
+        "decoder": {
+            "_target_": "seqae.models.decoders.AutoregressiveDecoder",
+            "hidden_size": 4,
+            "num_layers": 2,
+        },
+        "objective": {"_target_": "seqae.models.objectives.denoising.Denoising", "mask": 0.3},
+    }
+    today = {k: v for k, v in EARLIER.items() if k in SequenceAutoencoder.__init__.__code__.co_varnames}
+    model = SequenceAutoencoder(**today | specs).eval()
+    ckpt = tmp_path / "earlier.ckpt"
     torch.save(
-        {"state_dict": model.state_dict(), "hyper_parameters": legacy, "pytorch-lightning_version": "2.6.6"},
+        {"state_dict": model.state_dict(), "hyper_parameters": EARLIER, "pytorch-lightning_version": "2.6.6"},
         ckpt,
     )
-    loaded = SequenceAutoencoder.load_from_checkpoint(ckpt, weights_only=True).eval()
-    x = torch.randn(2, 5, 3)
-    assert torch.equal(loaded.encode(x), model.eval().encode(x))
+    loaded = SequenceAutoencoder.load(ckpt).eval()
+    assert type(loaded.decoder).__name__ == "AutoregressiveDecoder" and loaded.objective.mask == 0.3
+    assert loaded.hparams.encoder["readout"] == "cell" and loaded.patch_size == 4
+    x = torch.randn(2, 40, 3)
+    assert torch.equal(loaded.encode(x), model.encode(x))

@@ -75,7 +75,7 @@ def test_a_gpu_trains_in_each_precision_and_its_checkpoint_loads_on_a_cpu(
     assert seen == {("cuda", autocast_dtype, torch.float32)}
     assert metrics["steps"] == 8 and math.isfinite(metrics["test/loss"])
     best = Path(cfg.paths.output_dir) / "checkpoints" / "best.ckpt"
-    model = seqae.training.module.SequenceAutoencoder.load_from_checkpoint(best, map_location="cpu")
+    model = seqae.training.module.SequenceAutoencoder.load(best, map_location="cpu")
     assert torch.isfinite(model.encode(torch.randn(2, 12, 3))).all()
 
 
@@ -174,7 +174,7 @@ def test_the_optuna_search_space_parses_into_optuna_distributions(tiny_cfg):
     assert not fixed
     assert isinstance(space["model.lr"], LogUniformDistribution)
     assert isinstance(space["readout"], CategoricalDistribution)
-    assert set(space) == {"model.lr", "model.hidden_size", "model.num_layers", "readout"}
+    assert set(space) == {"model.lr", "encoder.hidden_size", "encoder.num_layers", "readout"}
     # every sampled value must compose: an option that does not exist would fail every trial using it
     for choice in space["readout"].choices:
         tiny_cfg(f"readout={choice}")

@@ -15,14 +15,14 @@ from tensorboard.plugins.projector import projector_config_pb2
 from seqae.data import SinesDataModule
 from seqae.training.callbacks import EmbeddingProjector, ReconstructionPlot, SequenceErrorHistogram
 from seqae.training.module import SequenceAutoencoder
-from tests.conftest import quiet_trainer
+from tests.conftest import quiet_trainer, recurrent
 
 
 def fit_and_test(tmp_path: Path, callbacks: list[L.Callback], logger, max_epochs: int = 2, **trainer_args):
     torch.manual_seed(0)
     dm = SinesDataModule(num_sequences=60, seq_len=10, num_features=3, batch_size=16, seed=0)
     dm.setup()
-    model = SequenceAutoencoder(3, hidden_size=6)
+    model = SequenceAutoencoder(3, **recurrent(6))
     model.set_normalization(*dm.normalization())
     trainer = quiet_trainer(
         tmp_path,

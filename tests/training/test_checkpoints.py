@@ -17,10 +17,11 @@ from seqae.training.checkpoints import (
     rng_states,
 )
 from seqae.training.module import SequenceAutoencoder
+from tests.conftest import recurrent
 
 
 def saved(tmp_path, **hparams) -> tuple:
-    model = SequenceAutoencoder(input_size=3, hidden_size=8, **hparams)
+    model = SequenceAutoencoder(input_size=3, **recurrent(8), **hparams)
     path = tmp_path / "model.ckpt"
     AtomicCheckpointIO().save_checkpoint(
         {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, path
@@ -66,12 +67,12 @@ def test_missing_truncated_and_foreign_checkpoints_are_named(tmp_path):
 
 def test_a_checkpoint_of_another_shape_names_the_tensors(tmp_path):
     _, path = saved(tmp_path)
-    other = SequenceAutoencoder(input_size=3, hidden_size=16)
+    other = SequenceAutoencoder(input_size=3, **recurrent(16))
     with pytest.raises(
         CheckpointError, match=r"encoder\.lstm\.weight_ih_l0: checkpoint \(32, 3\) vs config \(64, 3\)"
     ):
         check_matches(path, read_checkpoint(path), other)
-    deeper = SequenceAutoencoder(input_size=3, hidden_size=8, num_layers=2)
+    deeper = SequenceAutoencoder(input_size=3, **recurrent(8, num_layers=2))
     with pytest.raises(CheckpointError, match=r"weight_ih_l1: missing from the checkpoint"):
         check_matches(path, read_checkpoint(path), deeper)
 

@@ -10,7 +10,9 @@ from lightning.pytorch.plugins.precision import MixedPrecision
 from seqae.data import SinesDataModule
 from seqae.models.layers import reverse_valid_steps
 from seqae.training.module import SequenceAutoencoder
-from tests.conftest import needs_cuda, quiet_trainer
+from tests.conftest import needs_cuda, quiet_trainer, recurrent
+
+DENOISING = "seqae.models.objectives.denoising.Denoising"
 
 
 def tiny_data(**kwargs) -> SinesDataModule:
@@ -25,7 +27,7 @@ def batch_bytes(dm: SinesDataModule) -> int:
 
 def test_fast_dev_run_fits_validates_and_tests(tmp_path):
     dm = tiny_data()
-    model = SequenceAutoencoder(input_size=3, hidden_size=8)
+    model = SequenceAutoencoder(input_size=3, **recurrent(8))
     trainer = quiet_trainer(tmp_path, fast_dev_run=True)
     trainer.fit(model, datamodule=dm)
     assert {"train/loss", "val/loss", "val/mse", "val/mae"} <= set(trainer.callback_metrics)
@@ -37,7 +39,7 @@ def test_a_short_fit_lowers_the_validation_loss(tmp_path):
     torch.manual_seed(0)
     dm = tiny_data(num_sequences=512)
     dm.setup("fit")
-    model = SequenceAutoencoder(input_size=3, hidden_size=16, lr=0.01)
+    model = SequenceAutoencoder(input_size=3, **recurrent(16), lr=0.01)
     model.set_normalization(*dm.normalization())
     trainer = quiet_trainer(tmp_path, max_epochs=1, limit_train_batches=0, enable_checkpointing=False)
     before = trainer.validate(model, datamodule=dm, verbose=False)[0]["val/loss"]
@@ -50,7 +52,7 @@ def test_a_short_fit_lowers_the_validation_loss(tmp_path):
 def test_checkpoint_loads_with_nothing_else_and_reproduces_the_test_loss(tmp_path):
     dm = tiny_data()
     dm.setup("fit")
-    model = SequenceAutoencoder(input_size=3, hidden_size=8, num_layers=2, readout="cell", latent_size=5)
+    model = SequenceAutoencoder(input_size=3, **recurrent(8, num_layers=2, readout="cell", latent_size=5))
     model.set_normalization(*dm.normalization())
     trainer = quiet_trainer(tmp_path, max_epochs=2, enable_checkpointing=False)
     trainer.fit(model, datamodule=dm)
@@ -59,15 +61,15 @@ def test_checkpoint_loads_with_nothing_else_and_reproduces_the_test_loss(tmp_pat
     trainer.save_checkpoint(path)
 
     assert isinstance(torch.load(path, weights_only=True)["hyper_parameters"], dict)  # no pickled objects
-    loaded = SequenceAutoencoder.load_from_checkpoint(path)  # torch's default weights_only=True
-    assert loaded.hparams.readout == "cell" and loaded.encoder.code_size == 5
+    loaded = SequenceAutoencoder.load(path)  # weights_only=True
+    assert loaded.hparams.encoder["readout"] == "cell" and loaded.encoder.code_size == 5
     torch.testing.assert_close(loaded.norm_scale, model.norm_scale)  # normalisation travels along
     again = quiet_trainer(tmp_path).test(loaded, datamodule=dm, verbose=False)[0]["test/loss"]
     assert again == pytest.approx(expected, rel=1e-6)
 
 
 def test_encode_takes_original_units():
-    model = SequenceAutoencoder(input_size=2, hidden_size=4).eval()
+    model = SequenceAutoencoder(input_size=2, **recurrent(4)).eval()
     x = torch.randn(3, 5, 2)
     model.set_normalization(torch.tensor([10.0, -3.0]), torch.tensor([2.0, 0.5]))
     shifted = x * torch.tensor([2.0, 0.5]) + torch.tensor([10.0, -3.0])
@@ -102,7 +104,7 @@ class Oracle(torch.nn.Module):
 def test_reverse_target_trains_on_the_reversed_input_and_reconstructs_in_original_order():
     x = torch.randn(3, 6, 2) * 5 + 2
     lengths = torch.tensor([6, 4, 2])
-    model = SequenceAutoencoder(input_size=2, hidden_size=4, reverse_target=True)
+    model = SequenceAutoencoder(input_size=2, **recurrent(4), reverse_target=True)
     model.set_normalization(torch.tensor([2.0, 2.0]), torch.tensor([5.0, 5.0]))
     # a perfect decoder of a reversing model emits the normalised input backwards
     model.decoder = Oracle(reverse_valid_steps(model.normalize(x), lengths))
@@ -114,7 +116,9 @@ def test_reverse_target_trains_on_the_reversed_input_and_reconstructs_in_origina
 
 def test_long_series_are_read_in_patches_by_encoder_and_decoder():
     """max_recurrent_steps=4 on 10-step series: patches of 3 steps, 4 recurrent steps each way."""
-    model = SequenceAutoencoder(input_size=2, hidden_size=4, sequence_length=10, max_recurrent_steps=4).eval()
+    model = SequenceAutoencoder(
+        input_size=2, **recurrent(4), sequence_length=10, max_recurrent_steps=4
+    ).eval()
     assert (
         model.patch_size == 3 and model.encoder.lstm.input_size == 6 and model.decoder.out.out_features == 6
     )
@@ -127,13 +131,13 @@ def test_long_series_are_read_in_patches_by_encoder_and_decoder():
     x[1, 7:], x[2, 2:] = 0.0, 0.0
     alone = torch.cat([model.encode(x[i : i + 1, : lengths[i]]) for i in range(3)])
     torch.testing.assert_close(model.encode(x, lengths), alone, atol=1e-6, rtol=1e-5)
-    short = SequenceAutoencoder(input_size=2, hidden_size=4, sequence_length=4, max_recurrent_steps=4)
+    short = SequenceAutoencoder(input_size=2, **recurrent(4), sequence_length=4, max_recurrent_steps=4)
     assert short.patch_size == 1  # series no longer than the limit are read step by step
 
 
 def test_instance_norm_puts_each_series_level_and_scale_in_the_code_and_back():
     torch.manual_seed(0)
-    model = SequenceAutoencoder(input_size=2, hidden_size=4, instance_norm=True, readout="pooled").eval()
+    model = SequenceAutoencoder(input_size=2, **recurrent(4, readout="pooled"), instance_norm=True).eval()
     assert model.code_size == 3 * 4 + 2 * 2
     x = torch.randn(3, 8, 2)
     code = model.encode(x)
@@ -152,16 +156,19 @@ def test_instance_norm_puts_each_series_level_and_scale_in_the_code_and_back():
 
 
 def test_an_objective_corrupts_what_the_encoder_sees_and_adds_its_loss():
-    model = SequenceAutoencoder(
-        input_size=2, hidden_size=4, objective="denoising", objective_args={"mask": 0.5}
-    )
+    denoising = {"_target_": "seqae.models.objectives.denoising.Denoising", "mask": 0.5}
+    model = SequenceAutoencoder(input_size=2, **recurrent(4), objective=denoising)
     seen = []
     model.encoder.register_forward_hook(lambda m, args, out: seen.append(args[0]))
     x = torch.randn(4, 10, 2) + 3.0
     model.training_loss({"x": x})
     assert (seen[0] == 0).all(dim=-1).float().mean().item() == pytest.approx(0.5, abs=0.25)  # steps zeroed
-    dtcr = SequenceAutoencoder(input_size=2, hidden_size=4, objective="fake_samples")
-    plain = SequenceAutoencoder(input_size=2, hidden_size=4)
+    dtcr = SequenceAutoencoder(
+        input_size=2,
+        **recurrent(4),
+        objective={"_target_": "seqae.models.objectives.fake_samples.FakeSamples"},
+    )
+    plain = SequenceAutoencoder(input_size=2, **recurrent(4))
     plain.load_state_dict({k: v for k, v in dtcr.state_dict().items() if not k.startswith("objective.")})
     torch.manual_seed(1)
     with_fakes, _ = dtcr.training_loss({"x": x})
@@ -174,13 +181,17 @@ def test_an_objective_corrupts_what_the_encoder_sees_and_adds_its_loss():
     ("kwargs", "message"),
     [
         (
-            {"objective": "contrastiv"},
-            r"model.objective must be one of \['contrastive', 'denoising', 'fake_samples', 'reconstruction'",
+            {"objective": {"_target_": "seqae.models.objectives.contrastive.Contrastiv"}},
+            r"objective._target_='seqae.models.objectives.contrastive.Contrastiv': the module has no Contrastiv",
         ),
-        ({"objective": "denoising", "objective_args": {"mask": 2.0}}, "mask must be in"),
+        ({"objective": {"_target_": DENOISING, "mask": 2.0}}, "mask must be in"),
         (
-            {"objective": "denoising", "objective_args": {"masking": 0.2}},
-            "model.objective_args=.* do not fit",
+            {"objective": {"_target_": DENOISING, "masking": 0.2}},
+            r"objective: seqae.models.objectives.denoising.Denoising\(code_size, masking\) failed",
+        ),
+        (
+            {"objective": {"_target_": "torch.nn.Identity"}},
+            "must subclass seqae.models.objectives.Objective",
         ),
         ({"max_recurrent_steps": 0}, "model.max_recurrent_steps must be a positive integer or null"),
     ],
@@ -198,7 +209,7 @@ def test_pinned_loss_of_the_default_model(tmp_path):
     L.seed_everything(1234, verbose=False)
     dm = tiny_data(num_sequences=64, seed=1234)
     dm.setup("fit")
-    model = SequenceAutoencoder(input_size=3, hidden_size=8, lr=0.003, scheduler="cosine")
+    model = SequenceAutoencoder(input_size=3, **recurrent(8), lr=0.003, scheduler="cosine")
     model.set_normalization(*dm.normalization())
     trainer = quiet_trainer(tmp_path, max_steps=6, deterministic=True, enable_checkpointing=False)
     trainer.fit(model, datamodule=dm)
@@ -252,7 +263,7 @@ def test_several_steps_per_call_train_exactly_as_one_step_per_call(
     for steps_per_call in (1, 3):
         torch.manual_seed(0)
         dm = tiny_data(num_sequences=120)  # 96 train sequences: 6 batches, so the last call takes 0 of 3
-        args = dict(input_size=3, hidden_size=8, lr=0.05, scheduler=scheduler, gradient_clip_val=0.5)
+        args = dict(input_size=3, **recurrent(8), lr=0.05, scheduler=scheduler, gradient_clip_val=0.5)
         model = SequenceAutoencoder(**args, steps_per_call=steps_per_call)
         if precision.startswith("loss-scaled"):
             how = {"plugins": [loss_scaled_float32(subclass="wrappers" in precision)]}
@@ -296,7 +307,7 @@ def test_several_steps_per_call_log_train_loss_at_the_same_optimizer_steps(tmp_p
     for steps_per_call in (1, 3, 5):  # 5 does not divide log_every_n_steps: calls end early to keep step
         torch.manual_seed(0)
         logger = CSVLogger(tmp_path, name=f"k{steps_per_call}", version="")
-        model = SequenceAutoencoder(input_size=3, hidden_size=8, steps_per_call=steps_per_call)
+        model = SequenceAutoencoder(input_size=3, **recurrent(8), steps_per_call=steps_per_call)
         # the learning-rate monitor logs before a logging step, in on_train_batch_start
         lr_monitor = LearningRateMonitor(logging_interval="step")
         trainer = quiet_trainer(
@@ -346,7 +357,7 @@ def test_several_steps_per_call_validate_and_checkpoint_at_the_same_steps(
             val_check_interval=val_check_interval,
             log_every_n_steps=100,
         )
-        model = SequenceAutoencoder(input_size=3, hidden_size=8, steps_per_call=steps_per_call)
+        model = SequenceAutoencoder(input_size=3, **recurrent(8), steps_per_call=steps_per_call)
         trainer.fit(model, datamodule=tiny_data(num_sequences=120))  # 6 batches an epoch
         with open(run / "metrics.csv") as f:
             val = [(int(r["step"]), float(r["val/loss"])) for r in csv.DictReader(f) if r.get("val/loss")]
@@ -370,7 +381,7 @@ def test_a_non_finite_loss_in_the_middle_of_a_call_names_its_own_step(tmp_path, 
     dm.setup("fit")
     fourth_batch = list(dm.train_dataloader().sampler)[3]  # epoch 0's order (seed and epoch fix it)
     dm.splits["train"].x[fourth_batch[0]] = float("inf")
-    model = SequenceAutoencoder(input_size=3, hidden_size=8, steps_per_call=8)
+    model = SequenceAutoencoder(input_size=3, **recurrent(8), steps_per_call=8)
     trainer = quiet_trainer(tmp_path, max_epochs=1, enable_checkpointing=False)
     with pytest.raises(
         FloatingPointError, match=r"at epoch 0, global step 3\. Batch inputs x: 36 non-finite"
@@ -386,7 +397,7 @@ def test_validation_metrics_are_each_epochs_own(tmp_path):
 
     from lightning.pytorch.loggers import CSVLogger
 
-    model, dm = SequenceAutoencoder(input_size=3, hidden_size=8, lr=0.05), tiny_data(num_sequences=400)
+    model, dm = SequenceAutoencoder(input_size=3, **recurrent(8), lr=0.05), tiny_data(num_sequences=400)
     quiet_trainer(tmp_path).validate(model, datamodule=dm, verbose=False)
     trainer = quiet_trainer(tmp_path, max_epochs=3, logger=CSVLogger(tmp_path, name="m", version=""))
     trainer.fit(model, datamodule=dm)  # validation batches of 16, 16 and 8

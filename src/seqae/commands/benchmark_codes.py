@@ -3,7 +3,7 @@
     seqae-benchmark-codes --root data/archives --jobs 2        # every set in the folder
     seqae-benchmark-codes --root data/archives --jobs 2 --seeds 0,1,2 --control
     seqae-benchmark-codes --fetch --jobs 2                     # the sets the wheels ship
-    seqae-benchmark-codes --root data/archives --datasets Coffee,CBF -- model.hidden_size=128
+    seqae-benchmark-codes --root data/archives --datasets Coffee,CBF -- encoder.hidden_size=128
 
 Trains every data set of ``--root`` (a folder in the archive's layout, ``<Name>/<Name>_TRAIN.tsv``
 and ``_TEST.tsv``) with the default configuration, plus any ``train.py`` overrides after ``--``,

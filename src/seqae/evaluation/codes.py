@@ -136,7 +136,7 @@ def load_checkpoint_and_data(
     data_cfg = _data_config(ckpt, run.config, data, seed)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = SequenceAutoencoder.load_from_checkpoint(ckpt, map_location=device, weights_only=True)
+    model = SequenceAutoencoder.load(ckpt, map_location=device)
     datamodule = instantiate(data_cfg)
     datamodule.setup()
     if datamodule.num_features != model.hparams.input_size:

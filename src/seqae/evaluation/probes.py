@@ -296,7 +296,7 @@ def evaluate_run(
     best = getattr(trainer.checkpoint_callback, "best_model_path", "")
     device = trainer.strategy.root_device
     if best:
-        model = SequenceAutoencoder.load_from_checkpoint(best, map_location=device, weights_only=True)
+        model = SequenceAutoencoder.load(best, map_location=device)
     else:
         log.warning("No best checkpoint was saved; evaluating the weights at the end of training.")
         model = model.to(device)

@@ -10,10 +10,14 @@ import torch
 from torch import Tensor, nn
 
 from seqae.errors import ConfigError
-from seqae.models.decoders import build_decoder
 from seqae.models.layers import ConvPatches, instance_scale, masked_mse, patches, reverse_valid_steps
 from seqae.models.objectives import build_objective
 from seqae.models.targets import build
+
+# What is built without a spec (seqae's own, as their YAMLs name them), e.g. in ``Autoencoder(3)``.
+ENCODER = {"_target_": "seqae.models.encoders.RecurrentEncoder"}
+DECODER = {"_target_": "seqae.models.decoders.RepeatDecoder"}
+OBJECTIVE = {"_target_": "seqae.models.objectives.reconstruction.Reconstruction"}
 
 
 class Autoencoder(nn.Module):
@@ -32,38 +36,26 @@ class Autoencoder(nn.Module):
       ``patch_size x input_size`` values), by the encoder and the decoder alike.
     - ``conv_channels``: each recurrent step of the encoder also reads, per channel, the maximum over
       its patch of a kernel-9 convolution along the series (``layers.ConvPatches``).
-    - ``decoder_input_size``: the repeat decoder reads a linear projection of the code to this
-      many values, not the code itself (seqae/models/decoders.py).
     - ``reverse_target`` trains the decoder to emit the sequence backwards (Srivastava et al.
       2015); ``forward`` always returns it in the original order.
-    - ``objective`` (seqae/models/objectives/): what the encoder sees and what is added to the
-      reconstruction loss, e.g. ``denoising`` or DTCR's ``fake_samples``.
-    - ``encoder``, ``decoder``, ``objective`` as ``{"_target_": "mylab.ConvEncoder", **kwargs}``: a
-      module of the researcher's own (seqae/models/targets.py; docs/models.md gives the contracts). Without
-      an ``encoder`` spec the encoder is seqae's recurrent one, built the same way from
-      ``hidden_size``, ``num_layers``, ``readout``, ``cell``, ``bidirectional``, ``dropout`` and
-      ``latent_size``.
+    - ``encoder``, ``decoder``, ``objective``: each a ``{"_target_": "package.module.Class", **kwargs}``
+      spec, seqae's own (``seqae/conf/encoder/`` and the other groups) or a researcher's
+      (seqae/models/targets.py; docs/models.md gives the contracts). seqae passes ``input_size`` to
+      the encoder, ``code_size`` and ``output_size`` to the decoder, ``code_size`` to the objective.
+      Without one: the recurrent encoder, the repeat decoder and reconstruction alone, at their
+      classes' defaults.
     """
 
     def __init__(
         self,
         input_size: int,
-        hidden_size: int = 64,
-        num_layers: int = 1,
-        readout: str = "hidden",
-        cell: str = "lstm",
-        bidirectional: bool = False,
-        dropout: float = 0.0,
-        latent_size: int | None = None,
-        decoder: str | dict[str, Any] = "repeat",
-        decoder_input_size: int | None = None,
+        encoder: dict[str, Any] | None = None,
+        decoder: dict[str, Any] | None = None,
+        objective: dict[str, Any] | None = None,
         reverse_target: bool = False,
         instance_norm: bool = False,
         sequence_length: int | None = None,
         max_recurrent_steps: int | None = None,
-        objective: str | dict[str, Any] = "reconstruction",
-        objective_args: dict[str, Any] | None = None,
-        encoder: dict[str, Any] | None = None,
         conv_channels: int | None = None,
     ) -> None:
         super().__init__()
@@ -83,19 +75,8 @@ class Autoencoder(nn.Module):
         self.conv_patches = None
         if conv_channels:
             self.conv_patches = ConvPatches(input_size, conv_channels, self.patch_size)
-        encoder_in = steps_in + (conv_channels or 0)
         self.reads_as_is = not instance_norm and self.patch_size == 1  # no scaling, no patches
-        recurrent = dict(
-            _target_="seqae.models.encoders.RecurrentEncoder",
-            hidden_size=hidden_size,
-            num_layers=num_layers,
-            readout=readout,
-            cell=cell,
-            bidirectional=bidirectional,
-            dropout=dropout,
-            latent_size=latent_size,
-        )
-        self.encoder = build(encoder or recurrent, "encoder", input_size=encoder_in)
+        self.encoder = build(encoder or ENCODER, "encoder", input_size=steps_in + (conv_channels or 0))
         encoded = getattr(self.encoder, "code_size", None)
         if not isinstance(encoded, int) or encoded < 1:
             raise ConfigError(
@@ -103,11 +84,9 @@ class Autoencoder(nn.Module):
                 f"self.code_size, the width of the [B, code_size] codes its forward returns."
             )
         self.code_size = encoded + (2 * input_size if instance_norm else 0)
-        self.decoder = build_decoder(
-            decoder, self.code_size, hidden_size, steps_in, num_layers, cell, decoder_input_size
-        )
+        self.decoder = build(decoder or DECODER, "decoder", code_size=self.code_size, output_size=steps_in)
         self.objective = build_objective(
-            objective, self.code_size, objective_args, stats_size=self.code_size - encoded
+            objective or OBJECTIVE, self.code_size, stats_size=self.code_size - encoded
         )
         self.register_buffer("norm_loc", torch.zeros(input_size))
         self.register_buffer("norm_scale", torch.ones(input_size))

@@ -1,43 +1,40 @@
 """Decoders: a code vector per sequence [B, C] -> a reconstruction [B, T, F].
 
+A decoder is built as ``Decoder(code_size=..., output_size=..., **its config)``: seqae passes the
+code's width and the values per recurrent step; the rest comes from its YAML in the ``decoder``
+config group (``seqae/conf/decoder/``), whether it is seqae's or your own (docs/models.md).
+
 Training always runs as one fused recurrent call over all T steps; only free-running
 generation (the autoregressive decoder at validation/test time) loops in Python.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor, nn
-
-from seqae.errors import ConfigError
-from seqae.models.targets import build
-
-DECODERS = ("repeat", "autoregressive")
 
 
 class RepeatDecoder(nn.Module):
     """The code, repeated at every step, drives an LSTM; a linear layer maps its outputs to F.
 
-    ``input_size``: the LSTM reads a linear projection of the code to this many values instead of
-    the code itself. The LSTM multiplies its input at every step, so a wide code (``readout=pyramid``)
+    ``projection_size``: the LSTM reads a linear projection of the code to this many values instead
+    of the code itself. The LSTM multiplies its input at every step, so a wide code (``readout=pyramid``)
     costs that many times over; projected once per sequence, it costs once.
     """
 
     def __init__(
         self,
         code_size: int,
-        hidden_size: int,
         output_size: int,
+        hidden_size: int = 64,
         num_layers: int = 1,
         cell: str = "lstm",
-        input_size: int | None = None,
+        projection_size: int | None = None,
     ) -> None:
         super().__init__()
         rnn = nn.LSTM if cell == "lstm" else nn.GRU
-        self.project = nn.Linear(code_size, input_size) if input_size else None
-        self.lstm = rnn(input_size or code_size, hidden_size, num_layers=num_layers, batch_first=True)
+        self.project = nn.Linear(code_size, projection_size) if projection_size else None
+        self.lstm = rnn(projection_size or code_size, hidden_size, num_layers=num_layers, batch_first=True)
         self.out = nn.Linear(hidden_size, output_size)
 
     def forward(self, code: Tensor, seq_len: int, target: Tensor | None = None) -> Tensor:
@@ -57,7 +54,7 @@ class AutoregressiveDecoder(nn.Module):
     """
 
     def __init__(
-        self, code_size: int, hidden_size: int, output_size: int, num_layers: int = 1, cell: str = "lstm"
+        self, code_size: int, output_size: int, hidden_size: int = 64, num_layers: int = 1, cell: str = "lstm"
     ) -> None:
         super().__init__()
         self.num_layers, self.hidden_size, self.cell = num_layers, hidden_size, cell
@@ -89,23 +86,3 @@ class AutoregressiveDecoder(nn.Module):
             step = self.out(out)
             outputs.append(step)
         return torch.cat(outputs, dim=1)
-
-
-def build_decoder(
-    name: str | dict[str, Any],
-    code_size: int,
-    hidden_size: int,
-    output_size: int,
-    num_layers: int,
-    cell: str,
-    input_size: int | None = None,
-) -> nn.Module:
-    """seqae's decoder by name, or a ``{"_target_": ...}`` spec of one's own, built with ``code_size``
-    and ``output_size`` (seqae/models/targets.py)."""
-    if isinstance(name, dict):
-        return build(name, "decoder", code_size=code_size, output_size=output_size)
-    if name == "repeat":
-        return RepeatDecoder(code_size, hidden_size, output_size, num_layers, cell, input_size)
-    if name == "autoregressive":
-        return AutoregressiveDecoder(code_size, hidden_size, output_size, num_layers, cell)
-    raise ConfigError(f"decoder must be one of {DECODERS}, got {name!r}.")

@@ -37,7 +37,7 @@ class RecurrentEncoder(nn.Module):
     def __init__(
         self,
         input_size: int,
-        hidden_size: int,
+        hidden_size: int = 64,
         num_layers: int = 1,
         readout: str = "hidden",
         *,
@@ -178,12 +178,12 @@ def check_encoder_args(
     for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigError(
-                f"{name} must be a positive integer (model.{name} in the config), got {value!r}."
+                f"{name} must be a positive integer (encoder.{name} in the config), got {value!r}."
             )
     if latent_size is not None and (not isinstance(latent_size, int) or latent_size < 1):
-        raise ConfigError(f"model.latent_size must be a positive integer or null, got {latent_size!r}.")
+        raise ConfigError(f"encoder.latent_size must be a positive integer or null, got {latent_size!r}.")
     if cell not in CELLS:
-        raise ConfigError(f"encoder cell must be one of {CELLS}, got {cell!r}.")
+        raise ConfigError(f"encoder.cell must be one of {CELLS}, got {cell!r}.")
     if readout not in READOUTS:
         raise ConfigError(f"readout must be one of {READOUTS}, got {readout!r}.")
     if cell == "gru" and readout in ("cell", "both"):
@@ -192,4 +192,4 @@ def check_encoder_args(
             f"readout=mean with encoder=gru, or an LSTM encoder with readout={readout!r}."
         )
     if not 0.0 <= dropout < 1.0:
-        raise ConfigError(f"model.dropout must be in [0, 1), got {dropout!r}.")
+        raise ConfigError(f"encoder.dropout must be in [0, 1), got {dropout!r}.")

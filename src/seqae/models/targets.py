@@ -1,4 +1,5 @@
-"""Modules named by ``_target_``: a researcher's own encoder, decoder or objective, in their package.
+"""Modules named by ``_target_``: every encoder, decoder and objective, seqae's own or a researcher's
+in their package, is built here from its config.
 
 A run stores each such module as its ``_target_`` and keyword arguments (plain values) in its
 checkpoint's hyper-parameters, so ``seqae.load``, ``seqae-encode`` and ``seqae-evaluate`` rebuild
@@ -33,6 +34,11 @@ def build(spec: dict[str, Any], role: str, **given: Any) -> nn.Module:
             f"folder on PYTHONPATH; a run trained with it is reloaded the same way."
         ) from None
     cls = getattr(module, class_name, None)
+    if cls is None:
+        raise ConfigError(
+            f"{role}._target_={target!r}: the module has no {class_name}; its classes are named in "
+            f"{module.__file__}."
+        )
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         raise ConfigError(
             f"{role}._target_={target!r} is not a torch.nn.Module subclass ({type(cls).__name__}); "

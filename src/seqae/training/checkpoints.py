@@ -55,11 +55,51 @@ def check_matches(path: str | Path, ckpt: dict[str, Any], model: torch.nn.Module
     ]
     if problems:
         shown = "; ".join(problems[:6]) + (f"; and {len(problems) - 6} more" if len(problems) > 6 else "")
-        saved = {k: ckpt["hyper_parameters"].get(k) for k in ("hidden_size", "num_layers", "readout", "cell")}
+        hparams = ckpt["hyper_parameters"]
+        saved = {k: hparams.get(k) for k in ("encoder", "decoder")} | earlier_specs(hparams)
         raise CheckpointError(
             f"Checkpoint {path} does not match the model this config builds ({shown}). The checkpoint "
             f"was trained with {saved}; use the same model settings, or start a fresh run without ckpt_path."
         )
+
+
+# Objectives by the name checkpoints of seqae 0.x hold (before modules were named by _target_).
+EARLIER_OBJECTIVES = {
+    "reconstruction": "reconstruction.Reconstruction",
+    "contrastive": "contrastive.Contrastive",
+    "denoising": "denoising.Denoising",
+    "fake_samples": "fake_samples.FakeSamples",
+}
+
+
+def earlier_specs(hparams: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The ``encoder``, ``decoder`` and ``objective`` specs of a checkpoint written before seqae's
+    own modules were named by ``_target_`` (its recurrent encoder and decoder were set by
+    ``hidden_size``, ``num_layers``, ``readout``, ...; its decoder and objective by name), so such a
+    run loads and encodes as it did. Nothing for a checkpoint of today's form."""
+    if "hidden_size" not in hparams:
+        return {}
+    shared = {k: hparams.get(k, v) for k, v in (("hidden_size", 64), ("num_layers", 1), ("cell", "lstm"))}
+    encoder = hparams.get("encoder") or {
+        "_target_": "seqae.models.encoders.RecurrentEncoder",
+        **shared,
+        **{
+            k: hparams.get(k, v)
+            for k, v in (("readout", "hidden"), ("bidirectional", False), ("dropout", 0.0))
+        },
+        "latent_size": hparams.get("latent_size"),
+    }
+    decoder = hparams.get("decoder", "repeat")
+    if decoder == "repeat":
+        projection = hparams.get("decoder_input_size")
+        decoder = {"_target_": "seqae.models.decoders.RepeatDecoder", **shared, "projection_size": projection}
+    elif decoder == "autoregressive":
+        decoder = {"_target_": "seqae.models.decoders.AutoregressiveDecoder", **shared}
+    objective = hparams.get("objective", "reconstruction")
+    if isinstance(objective, str):
+        target = f"seqae.models.objectives.{EARLIER_OBJECTIVES[objective]}"
+        objective = {"_target_": target, **(hparams.get("objective_args") or {})}
+    return {"encoder": encoder, "decoder": decoder, "objective": objective}
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

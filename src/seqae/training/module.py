@@ -4,6 +4,7 @@ schedule, the fast path's steps, validation and test metrics, and the RNG states
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -17,7 +18,7 @@ from seqae.models.autoencoder import Autoencoder
 from seqae.models.decoders import RepeatDecoder
 from seqae.models.layers import masked_mse, steps_mask
 from seqae.training import fast_path
-from seqae.training.checkpoints import restore_rng_states, rng_states
+from seqae.training.checkpoints import earlier_specs, read_checkpoint, restore_rng_states, rng_states
 
 __all__ = ["SequenceAutoencoder"]
 
@@ -28,35 +29,26 @@ class SequenceAutoencoder(Autoencoder, L.LightningModule):
     """The ``Autoencoder`` (its arguments are documented there) trained by Lightning: Adam at ``lr``
     with ``weight_decay``, a ``scheduler`` (``cosine`` over the run's steps or ``plateau`` on
     val/loss), ``gradient_clip_val``, and ``steps_per_call`` optimizer steps per Lightning call
-    (seqae/training/fast_path.py). Built from primitive hyper-parameters only, so
-    ``load_from_checkpoint(path)`` needs nothing else.
+    (seqae/training/fast_path.py). Built from primitive hyper-parameters only, so ``load(path)``
+    needs nothing else.
     """
 
     def __init__(
         self,
         input_size: int,
-        hidden_size: int = 64,
-        num_layers: int = 1,
-        readout: str = "hidden",
-        cell: str = "lstm",
-        bidirectional: bool = False,
-        dropout: float = 0.0,
-        latent_size: int | None = None,
-        decoder: str | dict[str, Any] = "repeat",
-        decoder_input_size: int | None = None,
+        encoder: dict[str, Any] | None = None,
+        decoder: dict[str, Any] | None = None,
+        objective: dict[str, Any] | None = None,
         reverse_target: bool = False,
+        instance_norm: bool = False,
+        sequence_length: int | None = None,
+        max_recurrent_steps: int | None = None,
+        conv_channels: int | None = None,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         scheduler: str | None = None,
         steps_per_call: int = 1,
         gradient_clip_val: float | None = None,
-        instance_norm: bool = False,
-        sequence_length: int | None = None,
-        max_recurrent_steps: int | None = None,
-        objective: str | dict[str, Any] = "reconstruction",
-        objective_args: dict[str, Any] | None = None,
-        encoder: dict[str, Any] | None = None,
-        conv_channels: int | None = None,
     ) -> None:
         if not isinstance(steps_per_call, int) or isinstance(steps_per_call, bool) or steps_per_call < 1:
             raise ConfigError(f"model.steps_per_call must be a positive integer, got {steps_per_call!r}.")
@@ -72,22 +64,13 @@ class SequenceAutoencoder(Autoencoder, L.LightningModule):
             raise ConfigError(f"model.lr must be a positive number, got {lr!r}.")
         super().__init__(
             input_size,
-            hidden_size=hidden_size,
-            num_layers=num_layers,
-            readout=readout,
-            cell=cell,
-            bidirectional=bidirectional,
-            dropout=dropout,
-            latent_size=latent_size,
+            encoder=encoder,
             decoder=decoder,
-            decoder_input_size=decoder_input_size,
+            objective=objective,
             reverse_target=reverse_target,
             instance_norm=instance_norm,
             sequence_length=sequence_length,
             max_recurrent_steps=max_recurrent_steps,
-            objective=objective,
-            objective_args=objective_args,
-            encoder=encoder,
             conv_channels=conv_channels,
         )
         self.save_hyperparameters(logger=False)
@@ -104,6 +87,14 @@ class SequenceAutoencoder(Autoencoder, L.LightningModule):
             # Lightning hands training_step the loader's iterator when its signature asks for one.
             self.training_step = self._training_steps
         self.val_loss_best.persistent(True)  # saved in checkpoints, so a resumed run keeps its best
+
+    @classmethod
+    def load(cls, path: str | Path, map_location: Any = None) -> SequenceAutoencoder:
+        """The model a checkpoint holds, read with ``weights_only=True`` (it cannot run code), also
+        when an earlier seqae wrote it (``seqae.training.checkpoints.earlier_specs``)."""
+        specs = earlier_specs(read_checkpoint(path)["hyper_parameters"])
+        # load_from_checkpoint drops saved keys __init__ no longer takes and uses these in their place.
+        return cls.load_from_checkpoint(path, map_location=map_location, weights_only=True, **specs)
 
     # -- training --------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from seqae.models.objectives.contrastive import Objective, random_crops
+from seqae.models.objectives.contrastive import Contrastive, random_crops
 from seqae.training.module import SequenceAutoencoder
+from tests.conftest import recurrent
+
+CONTRASTIVE = {"_target_": "seqae.models.objectives.contrastive.Contrastive"}
 
 
 def test_crops_are_contiguous_runs_of_valid_steps_moved_to_the_start():
@@ -23,7 +26,7 @@ def test_crops_are_contiguous_runs_of_valid_steps_moved_to_the_start():
 
 
 def test_the_loss_is_lower_when_crops_of_one_series_share_a_code():
-    objective = Objective(code_size=6, temperature=0.1)
+    objective = Contrastive(code_size=6, temperature=0.1)
     torch.manual_seed(0)
     x = torch.randn(6, 30, 1)
     identity = torch.eye(6)
@@ -40,7 +43,7 @@ def test_the_loss_is_lower_when_crops_of_one_series_share_a_code():
 
 
 def test_the_series_own_statistics_are_left_out_of_the_contrast():
-    model = SequenceAutoencoder(2, hidden_size=4, instance_norm=True, objective="contrastive")
+    model = SequenceAutoencoder(2, **recurrent(4), instance_norm=True, objective=CONTRASTIVE)
     assert model.objective.stats_size == 4  # [mean, log std] per feature
     torch.manual_seed(0)
     loss, _ = model.training_loss({"x": torch.randn(5, 12, 2)})

@@ -1,9 +1,10 @@
 """Training objectives: what the autoencoder learns from besides reconstructing its input.
 
-seqae's objectives are modules here, each with a YAML in ``seqae/conf/objective/``; each module
-defines ``Objective``, an ``nn.Module`` (so a head it adds trains and lands in checkpoints) built as
-``Objective(code_size, **model.objective_args)``. One of your own is a subclass of ``Objective`` in
-your own package, chosen by a YAML with its ``_target_`` (docs/models.md). The two hooks:
+An objective is a subclass of ``Objective`` (an ``nn.Module``, so a head it adds trains and lands in
+checkpoints), chosen by a YAML in the ``objective`` config group that names it by ``_target_`` and
+gives its keyword arguments; seqae passes ``code_size``. seqae's own are in this package
+(``seqae/conf/objective/``); one of your own lives in your package and your config folder
+(docs/models.md). The two hooks:
 
 - ``corrupt(x, lengths)``: what the encoder sees during training (the target stays ``x``);
 - ``extra_loss(encode, x, lengths, code)``: a term added to the reconstruction loss, or None.
@@ -14,19 +15,20 @@ your own package, chosen by a YAML with its ``_target_`` (docs/models.md). The t
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
+from typing import Any
 
 from torch import Tensor, nn
 
 from seqae.errors import ConfigError
+from seqae.models.targets import build
 
 Encode = Callable[[Tensor, Tensor | None], Tensor]
 
 
 class Objective(nn.Module):
-    """Plain reconstruction: the encoder sees the series as they are, and nothing is added."""
+    """The base of every objective: as it stands, plain reconstruction (the encoder sees the series as
+    they are, and nothing is added)."""
 
     # The code's last ``stats_size`` values are each series' own level and scale (model.instance_norm),
     # not learned; the model sets it.
@@ -56,34 +58,14 @@ class Objective(nn.Module):
         return None
 
 
-def names() -> list[str]:
-    """The objectives there are: the modules of this package."""
-    return sorted(m.name for m in pkgutil.iter_modules(__path__))
-
-
-def build_objective(
-    name: str | dict, code_size: int, args: dict | None = None, stats_size: int = 0
-) -> Objective:
-    """seqae's objective by name (with ``args``), or a ``{"_target_": ...}`` spec of one's own, a
-    subclass of ``Objective`` built with ``code_size`` (seqae/models/targets.py)."""
-    if isinstance(name, dict):
-        from seqae.models.targets import build
-
-        built = build(name, "objective", code_size=code_size)
-        if not isinstance(built, Objective):
-            raise ConfigError(
-                f"objective._target_={name['_target_']!r} must subclass seqae.models.objectives.Objective "
-                f"(its corrupt and extra_loss hooks are what the model calls)."
-            )
-    else:
-        if name not in names():
-            raise ConfigError(f"model.objective must be one of {names()}, got {name!r}.")
-        objective = importlib.import_module(f"{__name__}.{name}").Objective
-        try:
-            built = objective(code_size, **(args or {}))
-        except TypeError as e:
-            raise ConfigError(
-                f"model.objective_args={dict(args or {})} do not fit objective={name}: {e}"
-            ) from None
+def build_objective(spec: dict[str, Any], code_size: int, stats_size: int = 0) -> Objective:
+    """The ``Objective`` subclass a ``{"_target_": ...}`` spec names, built with ``code_size``
+    (seqae/models/targets.py); ``stats_size`` is how many of the code's last values are not learned."""
+    built = build(spec, "objective", code_size=code_size)
+    if not isinstance(built, Objective):
+        raise ConfigError(
+            f"objective._target_={spec['_target_']!r} must subclass seqae.models.objectives.Objective "
+            f"(its corrupt and extra_loss hooks are what the model calls)."
+        )
     built.stats_size = stats_size
     return built

@@ -14,7 +14,9 @@ from seqae.models import objectives
 from seqae.models.objectives import Encode
 
 
-class Objective(objectives.Objective):
+class Contrastive(objectives.Objective):
+    """Instance contrast of two random crops of each series, beside reconstruction (``objective=contrastive``)."""
+
     def __init__(
         self,
         code_size: int,

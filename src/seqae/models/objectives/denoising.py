@@ -11,7 +11,9 @@ from seqae.errors import ConfigError
 from seqae.models import objectives
 
 
-class Objective(objectives.Objective):
+class Denoising(objectives.Objective):
+    """The encoder sees a corrupted series, the decoder reconstructs the clean one (``objective=denoising``)."""
+
     def __init__(self, code_size: int, mask: float = 0.15, noise: float = 0.0) -> None:
         super().__init__(code_size)
         if not (0.0 <= mask < 1.0 and noise >= 0.0):

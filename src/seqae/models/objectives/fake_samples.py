@@ -13,7 +13,9 @@ from seqae.models import objectives
 from seqae.models.objectives import Encode
 
 
-class Objective(objectives.Objective):
+class FakeSamples(objectives.Objective):
+    """DTCR's real-or-shuffled classifier on the code, beside reconstruction (``objective=fake_samples``)."""
+
     def __init__(
         self, code_size: int, weight: float = 1.0, shuffled: float = 0.2, head_size: int = 128
     ) -> None:
