@@ -63,7 +63,7 @@ def check_matches(path: str | Path, ckpt: dict[str, Any], model: torch.nn.Module
         )
 
 
-# Objectives by the name checkpoints of seqae 0.x hold (before modules were named by _target_).
+# Objectives by the name that checkpoints written before modules were named by _target_ hold.
 EARLIER_OBJECTIVES = {
     "reconstruction": "reconstruction.Reconstruction",
     "contrastive": "contrastive.Contrastive",
