@@ -137,7 +137,7 @@ def test_a_target_that_is_not_a_module_is_refused_before_it_is_called(tmp_path):
 
 
 # What a checkpoint written before this form holds (train.py encoder=stacked readout=cell decoder=autoregressive
-# objective=denoising encoder.hidden_size=4 ...): before seqae's own modules were named by _target_.
+# objective=denoising model.hidden_size=4 ...): before seqae's own modules were named by _target_.
 EARLIER = {
     "input_size": 3,
     "hidden_size": 4,
