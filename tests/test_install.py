@@ -1,5 +1,6 @@
 """seqae as a package: a wheel built from the checkout, installed in a fresh environment, fits,
-trains from its installed command and reloads a run, from a folder outside the checkout."""
+trains from its installed command (with seqae's encoder and with a researcher's own) and reloads a
+run, from a folder outside the checkout."""
 
 from __future__ import annotations
 
@@ -14,13 +15,16 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, TINY
+from tests.models.test_targets import write_package
 
 FIT = ["encoder.hidden_size=8", "trainer.max_steps=8", "trainer.val_check_interval=4"]
 
 
-def run(*command: str | Path, cwd: Path) -> subprocess.CompletedProcess:
+def run(*command: str | Path, cwd: Path, pythonpath: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     env.pop("PYTHONPATH", None)
+    if pythonpath is not None:  # a researcher's own package, importable as they would make it
+        env["PYTHONPATH"] = str(pythonpath)
     proc = subprocess.run(
         list(map(str, command)), cwd=cwd, env=env, capture_output=True, text=True, timeout=300
     )
@@ -82,4 +86,15 @@ def test_a_wheel_installed_outside_the_checkout_fits_trains_and_reloads(tmp_path
     )
     assert (elsewhere / "cli_run" / "codes_test.npy").is_file()
     assert "Configuration groups" in run(env / "bin" / "seqae-evaluate", "--help", cwd=elsewhere).stdout
+
+    # Their own encoder (the docs' example package), chosen by their own YAML, through the installed command;
+    # the run reloads and encodes in a new process.
+    src, conf = write_package(elsewhere)
+    tiny = [o for o in TINY if not o.startswith("encoder.")]  # their encoder has no hidden_size
+    choose = [f"hydra.searchpath=[file://{conf}]", "encoder=conv", "hydra.run.dir=their_run"]
+    run(env / "bin" / "seqae-train", *tiny, *choose, cwd=elsewhere, pythonpath=src)
+    reload = "import numpy as np, seqae; run = seqae.load('their_run'); "
+    reload += "assert type(run.model.encoder).__module__ == 'mylab'; "
+    reload += "print(run.encode(np.zeros((3, 12, 3), dtype='float32')).shape)"
+    assert run(python, "-c", reload, cwd=elsewhere, pythonpath=src).stdout.strip() == "(3, 18)"
     assert "--root" in run(env / "bin" / "seqae-benchmark-codes", "--help", cwd=elsewhere).stdout
