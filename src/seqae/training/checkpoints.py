@@ -20,6 +20,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from seqae.errors import CheckpointError
+from seqae.models.autoencoder import DECODER, ENCODER
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -81,7 +82,7 @@ def earlier_specs(hparams: dict[str, Any]) -> dict[str, dict[str, Any]]:
         return {}
     shared = {k: hparams.get(k, v) for k, v in (("hidden_size", 64), ("num_layers", 1), ("cell", "lstm"))}
     encoder = hparams.get("encoder") or {
-        "_target_": "seqae.models.encoders.RecurrentEncoder",
+        **ENCODER,
         **shared,
         **{
             k: hparams.get(k, v)
@@ -92,7 +93,7 @@ def earlier_specs(hparams: dict[str, Any]) -> dict[str, dict[str, Any]]:
     decoder = hparams.get("decoder", "repeat")
     if decoder == "repeat":
         projection = hparams.get("decoder_input_size")
-        decoder = {"_target_": "seqae.models.decoders.RepeatDecoder", **shared, "projection_size": projection}
+        decoder = {**DECODER, **shared, "projection_size": projection}
     elif decoder == "autoregressive":
         decoder = {"_target_": "seqae.models.decoders.AutoregressiveDecoder", **shared}
     objective = hparams.get("objective", "reconstruction")
