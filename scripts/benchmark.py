@@ -91,14 +91,15 @@ class Size:
 
 
 # The plain loop's model, the seed's LSTM autoencoder: overhead is what is compared. The default
-# recipe's pyramid readout, contrastive term, projected decoder input, per-series scaling, patches
-# and reversed target are other work, not overhead.
+# recipe's pyramid readout, corrupted inputs, convolution, projected decoder input, per-series scaling,
+# patches and reversed target are other work, not overhead.
 PLAIN_MODEL = [
     "readout=hidden",
     "objective=reconstruction",
     "decoder.projection_size=null",
     "model.instance_norm=false",
     "model.max_recurrent_steps=null",
+    "model.conv_channels=null",
     "model.reverse_target=false",
 ]
 

@@ -90,7 +90,7 @@ def test_the_hparams_summary_holds_what_runs_are_compared_by(tmp_path):
     summary = hparams_summary(cfg)
     assert set(summary) == {"choices", "model", "encoder", "decoder", "objective", "data", "seed", "trainer"}
     assert summary["choices"]["encoder"] == "stacked" and summary["encoder"]["num_layers"] == 2
-    assert summary["decoder"]["num_layers"] == 2 and summary["objective"]["temperature"] == 0.2
+    assert summary["decoder"]["num_layers"] == 2 and summary["objective"]["noise"] == 0.1
     assert summary["data"]["name"] == "GunPoint" and "root" not in summary["data"]  # where, not what
     assert set(summary["trainer"]) == {
         "accelerator",
