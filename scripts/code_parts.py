@@ -26,10 +26,12 @@ from omegaconf import OmegaConf
 from seqae.errors import ConfigError, UserError
 from seqae.evaluation.codes import encode_split, load_checkpoint_and_data
 from seqae.evaluation.probes import probe_accuracies
+from seqae.models.autoencoder import Autoencoder
 from seqae.runs.folder import RunFolder
 
-# (name, the blocks of the code it reads); a block's width is hidden_size times its multiple
+# The pyramid readout's blocks, in the code's order; each is hidden_size times this wide
 BLOCKS = {"final": 1, "max": 1, "mean": 1, "halves": 2, "quarters": 4}
+# Each part the table probes: the blocks it reads (stats: each series' own mean and log std)
 PARTS = {
     "final h": ["final"],
     "max": ["max"],
@@ -45,15 +47,16 @@ PARTS = {
 }
 
 
-def columns(model) -> dict[str, np.ndarray]:
+def columns(model: Autoencoder) -> dict[str, np.ndarray]:
     """The code's column indices of each block of a pyramid readout."""
     encoder = model.encoder
-    if getattr(encoder, "readout", None) != "pyramid" or encoder.lstm.bidirectional:
+    lstm, readout = getattr(encoder, "lstm", None), getattr(encoder, "readout", None)
+    if readout != "pyramid" or lstm is None or lstm.bidirectional or encoder.project is not None:
         raise ConfigError(
-            f"expected runs with readout=pyramid and a one-directional encoder; this one has "
-            f"readout={getattr(encoder, 'readout', None)!r}, bidirectional={encoder.lstm.bidirectional}."
+            f"expected runs of seqae's recurrent encoder with readout=pyramid, one direction and no "
+            f"encoder.latent_size; this one has {type(encoder).__name__} with readout={readout!r}."
         )
-    hidden, start, blocks = encoder.lstm.hidden_size, 0, {}
+    hidden, start, blocks = lstm.hidden_size, 0, {}
     for name, multiple in BLOCKS.items():
         blocks[name] = np.arange(start, start + multiple * hidden)
         start += multiple * hidden

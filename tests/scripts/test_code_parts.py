@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 
 import pytest
 
+from seqae.errors import ConfigError
+from seqae.models.autoencoder import Autoencoder
 from tests.commands.test_benchmark_codes import TINY, benchmark, write_set
-from tests.conftest import run_cli
+from tests.conftest import ROOT, run_cli
 
 
 @pytest.mark.slow
@@ -41,3 +44,15 @@ def test_code_parts_names_a_folder_without_control_runs(tmp_path):
     assert proc.returncode == 2
     assert "no set has both a run in seed<s>/ and one in control/seed<s>/" in proc.stderr
     assert "--control" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_code_parts_refuses_codes_that_are_not_a_pyramid_readout():
+    spec = importlib.util.spec_from_file_location("code_parts", ROOT / "scripts" / "code_parts.py")
+    code_parts = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(code_parts)
+    encoder = {"_target_": "seqae.models.encoders.RecurrentEncoder", "hidden_size": 8}
+    pyramid = Autoencoder(1, encoder={**encoder, "readout": "pyramid"}, instance_norm=True)
+    assert [len(c) for c in code_parts.columns(pyramid).values()] == [8, 8, 8, 16, 32, 2]
+    for other in ({"readout": "mean"}, {"readout": "pyramid", "latent_size": 4}):
+        with pytest.raises(ConfigError, match=r"readout=pyramid, one direction and no encoder\.latent_size"):
+            code_parts.columns(Autoencoder(1, encoder={**encoder, **other}))
