@@ -27,10 +27,13 @@ from seqae.errors import ConfigError, UserError
 from seqae.evaluation.codes import encode_split, load_checkpoint_and_data
 from seqae.evaluation.probes import probe_accuracies
 from seqae.models.autoencoder import Autoencoder
+from seqae.models.encoders import PYRAMID
 from seqae.runs.folder import RunFolder
 
-# The pyramid readout's blocks, in the code's order; each is hidden_size times this wide
-BLOCKS = {"final": 1, "max": 1, "mean": 1, "halves": 2, "quarters": 4}
+# The pyramid readout's blocks, in the code's order (seqae.models.encoders.RecurrentEncoder._read),
+# each hidden_size times this wide: the final h, the maximum, then one mean per segment of each level
+LEVELS = {1: "mean", 2: "halves", 4: "quarters"}
+BLOCKS = {"final": 1, "max": 1, **{LEVELS[n]: n for n in PYRAMID}}
 # Each part the table probes: the blocks it reads (stats: each series' own mean and log std)
 PARTS = {
     "final h": ["final"],
