@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from seqae.errors import ConfigError
 from seqae.models.layers import ConvPatches, instance_scale, masked_mse, patches, reverse_valid_steps
 from seqae.models.objectives import build_objective
-from seqae.models.targets import build
+from seqae.models.targets import build, resolve
 
 # What is built without a spec (seqae's own, as their YAMLs name them), e.g. in ``Autoencoder(3)``.
 ENCODER = {"_target_": "seqae.models.encoders.RecurrentEncoder"}
@@ -33,7 +33,9 @@ class Autoencoder(nn.Module):
       statistics.
     - ``max_recurrent_steps``: a series longer than this is read ``patch_size`` steps at a time
       (``ceil(sequence_length / max_recurrent_steps)``, each recurrent step a patch of
-      ``patch_size x input_size`` values), by the encoder and the decoder alike.
+      ``patch_size x input_size`` values), by the encoder and the decoder alike. An encoder whose
+      class sets ``reads_full_series = True`` (a convolution, ``encoder=dilated``) reads every step
+      itself; the decoder still emits patches.
     - ``conv_channels``: each recurrent step of the encoder also reads, per channel, the maximum over
       its patch of a kernel-9 convolution along the series (``layers.ConvPatches``).
     - ``reverse_target`` trains the decoder to emit the sequence backwards (Srivastava et al.
@@ -72,11 +74,21 @@ class Autoencoder(nn.Module):
             else 1
         )
         steps_in = input_size * self.patch_size  # the values of one recurrent step
+        encoder = encoder or ENCODER
+        # An encoder that reads every step itself (a convolution) gets the series, not patches;
+        # the decoder still emits patches.
+        self.full_series = bool(getattr(resolve(encoder, "encoder"), "reads_full_series", False))
+        if self.full_series and conv_channels:
+            raise ConfigError(
+                f"model.conv_channels={conv_channels} adds a convolution read per patch, but "
+                f"{encoder['_target_']} reads the whole series step by step: set model.conv_channels=null."
+            )
         self.conv_patches = None
         if conv_channels:
             self.conv_patches = ConvPatches(input_size, conv_channels, self.patch_size)
-        self.reads_as_is = not instance_norm and self.patch_size == 1  # no scaling, no patches
-        self.encoder = build(encoder or ENCODER, "encoder", input_size=steps_in + (conv_channels or 0))
+        self.reads_as_is = not instance_norm and (self.patch_size == 1 or self.full_series)
+        encoder_input = input_size if self.full_series else steps_in + (conv_channels or 0)
+        self.encoder = build(encoder, "encoder", input_size=encoder_input)
         encoded = getattr(self.encoder, "code_size", None)
         if not isinstance(encoded, int) or encoded < 1:
             raise ConfigError(
@@ -88,6 +100,14 @@ class Autoencoder(nn.Module):
         self.objective = build_objective(
             objective or OBJECTIVE, self.code_size, stats_size=self.code_size - encoded
         )
+        if getattr(self.objective, "needs_steps", False) and not callable(
+            getattr(self.encoder, "steps", None)
+        ):
+            raise ConfigError(
+                f"objective {type(self.objective).__qualname__} contrasts the encoder's per-step outputs, "
+                f"but {type(self.encoder).__qualname__} has no steps(x, lengths) method that gives them: "
+                f"use an encoder that has one (encoder=dilated)."
+            )
         self.register_buffer("norm_loc", torch.zeros(input_size))
         self.register_buffer("norm_scale", torch.ones(input_size))
 
@@ -143,7 +163,12 @@ class Autoencoder(nn.Module):
         code = self._encode(self.objective.corrupt(shape, lengths), lengths, stats)
         recon = self._decode(code, x.shape[1], target).to(target.dtype)
         loss = masked_mse(recon, target, lengths)
-        extra = self.objective.extra_loss(lambda s, n: self._encode(s, n, stats), shape, lengths, code)
+        extra = self.objective.extra_loss(
+            lambda s, n, per_step=False: self.encoder.steps(s, n) if per_step else self._encode(s, n, stats),
+            shape,
+            lengths,
+            code,
+        )
         return (loss if extra is None else loss + extra), recon
 
     def scale_series(self, x: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor | None]:
@@ -152,6 +177,9 @@ class Autoencoder(nn.Module):
         return instance_scale(x, lengths) if self.instance_norm else (x, None)
 
     def _encode(self, shape: Tensor, lengths: Tensor | None, stats: Tensor | None) -> Tensor:
+        if self.full_series:
+            code = self.encoder(shape, lengths)
+            return code if stats is None else torch.cat([code, stats.to(code.dtype)], dim=-1)
         steps, step_lengths = patches(shape, lengths, self.patch_size)
         if self.conv_patches is not None:
             steps = torch.cat([steps, self.conv_patches(shape).to(steps.dtype)], dim=-1)

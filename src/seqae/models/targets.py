@@ -21,6 +21,19 @@ from seqae.errors import ConfigError
 def build(spec: dict[str, Any], role: str, **given: Any) -> nn.Module:
     """``spec["_target_"](**given, **the rest of spec)``, once the target is known to be an
     ``nn.Module`` subclass. ``role`` names the config key in messages (``encoder``, ...)."""
+    cls, target = resolve(spec, role), spec["_target_"]
+    kwargs = {k: v for k, v in spec.items() if not k.startswith("_")}
+    try:
+        return cls(**given, **kwargs)
+    except TypeError as e:
+        raise ConfigError(
+            f"{role}: {target}({', '.join([*given, *kwargs])}) failed: {e}. seqae passes "
+            f"{', '.join(given)}; the other keyword arguments come from the {role} config."
+        ) from None
+
+
+def resolve(spec: dict[str, Any], role: str) -> type[nn.Module]:
+    """The ``nn.Module`` subclass ``spec["_target_"]`` names, imported but not built."""
     target = spec.get("_target_")
     if not isinstance(target, str) or "." not in target:
         raise ConfigError(f"{role}._target_ must name a class as 'package.module.Class', got {target!r}.")
@@ -44,11 +57,4 @@ def build(spec: dict[str, Any], role: str, **given: Any) -> nn.Module:
             f"{role}._target_={target!r} is not a torch.nn.Module subclass ({type(cls).__name__}); "
             f"seqae builds only modules from a config or a checkpoint."
         )
-    kwargs = {k: v for k, v in spec.items() if not k.startswith("_")}
-    try:
-        return cls(**given, **kwargs)
-    except TypeError as e:
-        raise ConfigError(
-            f"{role}: {target}({', '.join([*given, *kwargs])}) failed: {e}. seqae passes "
-            f"{', '.join(given)}; the other keyword arguments come from the {role} config."
-        ) from None
+    return cls

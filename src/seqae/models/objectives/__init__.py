@@ -8,7 +8,10 @@ gives its keyword arguments; seqae passes ``code_size``. seqae's own are in this
 
 - ``corrupt(x, lengths)``: what the encoder sees during training (the target stays ``x``);
 - ``extra_loss(encode, x, lengths, code)``: a term added to the reconstruction loss, or None.
-  ``encode(x, lengths)`` gives the codes of other series of the batch's kind (e.g. altered ones).
+  ``encode(x, lengths)`` gives the codes of other series of the batch's kind (e.g. altered ones);
+  ``encode(x, lengths, per_step=True)`` the encoder's per-step outputs ``[B, T, C]``, for an encoder
+  that has a ``steps(x, lengths)`` method (an objective that needs them sets ``needs_steps = True``,
+  and the model checks its encoder at construction).
 
 ``x`` is in the units the model trains in, ``[B, T, F]``, padding zeroed; ``lengths`` is ``[B]`` or None.
 """
@@ -23,12 +26,14 @@ from torch import Tensor, nn
 from seqae.errors import ConfigError
 from seqae.models.targets import build
 
-Encode = Callable[[Tensor, Tensor | None], Tensor]
+Encode = Callable[..., Tensor]  # encode(x, lengths, per_step=False)
 
 
 class Objective(nn.Module):
     """The base of every objective: as it stands, plain reconstruction (the encoder sees the series as
     they are, and nothing is added)."""
+
+    needs_steps: bool = False  # True: extra_loss calls encode(..., per_step=True)
 
     # The code's last ``stats_size`` values are each series' own level and scale (model.instance_norm),
     # not learned; the model sets it.
