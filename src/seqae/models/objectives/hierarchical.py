@@ -7,6 +7,9 @@ then max-pooled in pairs of steps and contrasted again, level by level, so that 
 at every scale up to the whole series. It needs an encoder that gives its per-step outputs
 (``steps``, as ``encoder=dilated``'s does) and reads them without a causal order: a recurrent
 encoder's output at a step depends on all before it, and two crops that start apart cannot agree.
+
+As in TS2Vec, crops are taken over the batch's padded length: in a batch of several lengths a
+shorter series' crop may hold padding (zeros), which both crops then see alike.
 """
 
 from __future__ import annotations
