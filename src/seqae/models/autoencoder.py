@@ -164,7 +164,9 @@ class Autoencoder(nn.Module):
         recon = self._decode(code, x.shape[1], target).to(target.dtype)
         loss = masked_mse(recon, target, lengths)
         extra = self.objective.extra_loss(
-            lambda s, n, per_step=False: self.encoder.steps(s, n) if per_step else self._encode(s, n, stats),
+            lambda s, n, per_step=False: (
+                self.encoder.steps(*self._encoder_input(s, n)) if per_step else self._encode(s, n, stats)
+            ),
             shape,
             lengths,
             code,
@@ -176,14 +178,18 @@ class Autoencoder(nn.Module):
         statistics [B, 2F] (``seqae.models.layers.instance_scale``); otherwise x as it is, and None."""
         return instance_scale(x, lengths) if self.instance_norm else (x, None)
 
-    def _encode(self, shape: Tensor, lengths: Tensor | None, stats: Tensor | None) -> Tensor:
+    def _encoder_input(self, shape: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """What the encoder reads: the series itself (``reads_full_series``), or its patches and the
+        convolution read per patch, with each series' length in those steps."""
         if self.full_series:
-            code = self.encoder(shape, lengths)
-            return code if stats is None else torch.cat([code, stats.to(code.dtype)], dim=-1)
+            return shape, lengths
         steps, step_lengths = patches(shape, lengths, self.patch_size)
         if self.conv_patches is not None:
             steps = torch.cat([steps, self.conv_patches(shape).to(steps.dtype)], dim=-1)
-        code = self.encoder(steps, step_lengths)
+        return steps, step_lengths
+
+    def _encode(self, shape: Tensor, lengths: Tensor | None, stats: Tensor | None) -> Tensor:
+        code = self.encoder(*self._encoder_input(shape, lengths))
         return code if stats is None else torch.cat([code, stats.to(code.dtype)], dim=-1)
 
     def _decode(self, code: Tensor, steps: int, target: Tensor | None) -> Tensor:
