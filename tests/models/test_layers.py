@@ -45,3 +45,14 @@ def test_conv_patches_see_a_shape_wherever_it_is_in_its_patch():
     out = conv(spike)
     assert out.shape == (2, 2, 4)
     torch.testing.assert_close(out[0], out[1])
+
+
+def test_the_patch_convolution_is_read_without_patches_or_instance_norm_too():
+    from seqae.models.autoencoder import Autoencoder
+
+    torch.manual_seed(0)
+    model = Autoencoder(1, conv_channels=4, instance_norm=False).eval()  # patch_size 1
+    x = torch.randn(2, 10, 1)
+    with torch.no_grad():
+        codes = model.encode(x)
+        torch.testing.assert_close(codes, model.encoder(torch.cat([x, model.conv_patches(x)], dim=-1)))

@@ -86,7 +86,10 @@ class Autoencoder(nn.Module):
         self.conv_patches = None
         if conv_channels:
             self.conv_patches = ConvPatches(input_size, conv_channels, self.patch_size)
-        self.reads_as_is = not instance_norm and (self.patch_size == 1 or self.full_series)
+        # no scaling, no patches, no convolution: the encoder reads the normalised series itself
+        self.reads_as_is = (
+            not instance_norm and not conv_channels and (self.patch_size == 1 or self.full_series)
+        )
         encoder_input = input_size if self.full_series else steps_in + (conv_channels or 0)
         self.encoder = build(encoder, "encoder", input_size=encoder_input)
         encoded = getattr(self.encoder, "code_size", None)
