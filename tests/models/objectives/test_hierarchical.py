@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from seqae.errors import ConfigError
-from seqae.models.objectives.hierarchical import HierarchicalContrast, hierarchical_loss, overlapping_crops
+from seqae.models.objectives.hierarchical import (
+    HierarchicalContrast,
+    hierarchical_loss,
+    instance_contrast,
+    overlapping_crops,
+    temporal_contrast,
+)
 from seqae.training.module import SequenceAutoencoder
 from tests.conftest import recurrent
 
@@ -36,6 +42,23 @@ def test_the_loss_is_lower_for_outputs_that_agree_across_crops_and_differ_betwee
     same = torch.ones(4, 16, 64)  # one output for everything: nothing told apart
     assert hierarchical_loss(distinct, distinct) < 0.1
     assert hierarchical_loss(distinct, shuffled) > 1 and hierarchical_loss(same, same) > 1
+
+
+def test_each_contrast_is_the_cross_entropy_of_the_other_crop_among_the_other_entries():
+    torch.manual_seed(0)
+    a, b = torch.randn(3, 5, 4), torch.randn(3, 5, 4)
+
+    def by_hand(groups: torch.Tensor) -> torch.Tensor:  # [G, 2N, C]: rows 0..N-1 one crop, N..2N-1 the other
+        n, losses = groups.shape[1] // 2, []
+        for z in groups:
+            for i in range(2 * n):
+                others = [j for j in range(2 * n) if j != i]
+                logits = torch.stack([z[i] @ z[j] for j in others])
+                losses.append(-torch.log_softmax(logits, 0)[others.index((i + n) % (2 * n))])
+        return torch.stack(losses).mean()
+
+    assert torch.allclose(instance_contrast(a, b), by_hand(torch.cat([a, b]).transpose(0, 1)))
+    assert torch.allclose(temporal_contrast(a, b), by_hand(torch.cat([a, b], dim=1)))
 
 
 def test_a_recurrent_encoder_is_refused_at_construction():
