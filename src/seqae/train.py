@@ -16,6 +16,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -92,6 +93,13 @@ def fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, start
     callbacks, loggers = instantiate_each(cfg.get("callbacks")), instantiate_each(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     check_precision(trainer, cfg.trainer.get("precision"))
+    validates = len(datamodule.splits["val"]) > 0
+    if not validates:  # data.val_fraction=0: no best checkpoint, no early stopping, the final weights
+        trainer.limit_val_batches = 0
+        log.info(
+            "No validation split (data.val_fraction=0): the weights at the end of training are the "
+            "run's, saved as checkpoints/last.ckpt."
+        )
     train_sequences = len(datamodule.splits["train"])
     budget, warning = plan_budget(trainer, train_sequences, datamodule.batch_size)
     if trainer.is_global_zero:
@@ -106,13 +114,15 @@ def fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, start
         raise Preempted(
             f"Stopped on SIGTERM. Continue it from its last checkpoint with `python train.py resume={output_dir}`."
         ) from None
+    if not validates:  # the checkpoint callbacks save at validations; this run had none
+        trainer.save_checkpoint(RunFolder(output_dir).last_checkpoint)
     metrics = scalar_metrics(trainer.callback_metrics)
     if "val/loss_best" not in metrics and torch.isfinite(model.val_loss_best.min_value):
         # resumed from a run whose last epoch had already ended: nothing was validated this time
         metrics["val/loss_best"] = float(model.val_loss_best.min_value)
     if cfg.get("test"):
         best = getattr(trainer.checkpoint_callback, "best_model_path", "")
-        if not best:
+        if not best and validates:
             log.warning("No best checkpoint was saved; testing the weights at the end of training.")
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
         metrics.update(scalar_metrics(trainer.callback_metrics))
@@ -182,8 +192,11 @@ def optimized_metric(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
     if not name:
         return None
     if name not in metrics:
+        if HydraConfig.initialized() and HydraConfig.get().mode != RunMode.MULTIRUN:
+            return None  # only a sweeper reads it; a single run without it (no validation) is fine
         raise MissingMetricError(
-            f"optimized_metric={name!r} was not logged by this run; logged metrics: {sorted(metrics)}."
+            f"optimized_metric={name!r} was not logged by this run; logged metrics: {sorted(metrics)}. "
+            f"(A run without validation, data.val_fraction=0, logs no val/ metrics.)"
         )
     return metrics[name]
 

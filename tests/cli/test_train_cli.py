@@ -6,7 +6,9 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
@@ -164,3 +166,21 @@ def test_any_budget_trains_validates_checkpoints_and_tests(tmp_path, budget, ste
         assert metrics["steps"] >= 1 and "val/loss_best" in metrics and "test/mse" in metrics
         assert (run / "checkpoints" / "best.ckpt").is_file()
         assert "Training budget: " in (run / "train.log").read_text()
+
+
+def test_a_run_without_validation_trains_tests_and_keeps_its_final_weights(tmp_path):
+    run = tmp_path / "run"
+    proc = run_cli(*TINY, "data.val_fraction=0", "evaluate_after_train=true", f"hydra.run.dir={run}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "No validation split (data.val_fraction=0)" in proc.stdout + proc.stderr
+    assert_a_clean_console(proc.stdout + proc.stderr, (run / "train.log").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert "test/loss" in metrics and "eval/probe_accuracy" in metrics and "val/loss_best" not in metrics
+    assert not (run / "checkpoints" / "best.ckpt").exists()
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 8  # TINY's budget: the weights it tested
+
+    import seqae
+
+    codes = seqae.load(run).encode(np.random.default_rng(0).normal(size=(2, 12, 3)))
+    assert codes.shape[0] == 2 and np.isfinite(codes).all()

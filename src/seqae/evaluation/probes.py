@@ -298,7 +298,8 @@ def evaluate_run(
     if best:
         model = SequenceAutoencoder.load(best, map_location=device)
     else:
-        log.warning("No best checkpoint was saved; evaluating the weights at the end of training.")
+        if trainer.limit_val_batches != 0:  # a run without validation (data.val_fraction=0) has none
+            log.warning("No best checkpoint was saved; evaluating the weights at the end of training.")
         model = model.to(device)
     results = evaluate(model, datamodule, **evaluate_config(eval_cfg))
     write_eval_json(RunFolder(output_dir).evaluation, results, best or None)
