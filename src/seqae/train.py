@@ -187,7 +187,8 @@ def instantiate_each(group: DictConfig | None) -> list[Any]:
 
 
 def optimized_metric(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
-    """The value a sweeper minimises (``optimized_metric`` in the config), or None if unset."""
+    """The value a sweeper minimises (``optimized_metric`` in the config); None if unset, or if a
+    single run did not log it (nothing reads it there). A sweep's job without it fails, naming it."""
     name = cfg.get("optimized_metric")
     if not name:
         return None
