@@ -93,13 +93,14 @@ def fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, start
     callbacks, loggers = instantiate_each(cfg.get("callbacks")), instantiate_each(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     check_precision(trainer, cfg.trainer.get("precision"))
-    validates = len(datamodule.splits["val"]) > 0
-    if not validates:  # data.val_fraction=0: no best checkpoint, no early stopping, the final weights
+    if not len(datamodule.splits["val"]):  # data.val_fraction=0: nothing to validate on
         trainer.limit_val_batches = 0
         log.info(
             "No validation split (data.val_fraction=0): the weights at the end of training are the "
             "run's, saved as checkpoints/last.ckpt."
         )
+    # without validation (that, or trainer.limit_val_batches=0): no best checkpoint, no early stopping
+    validates = trainer.limit_val_batches != 0
     train_sequences = len(datamodule.splits["train"])
     budget, warning = plan_budget(trainer, train_sequences, datamodule.batch_size)
     if trainer.is_global_zero:
