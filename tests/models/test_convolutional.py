@@ -35,8 +35,29 @@ def test_steps_are_masked_in_training_and_not_when_encoding():
     torch.testing.assert_close(enc.eval()(x), enc(x))
 
 
+def test_zero_init_residual_starts_the_blocks_as_identities_that_training_moves():
+    torch.manual_seed(0)
+    x = torch.randn(4, 20, 1)
+
+    def skipping_the_blocks(enc: DilatedConvEncoder) -> torch.Tensor:  # the last block on the lifted steps
+        return enc.blocks[-1](enc.lift(x).transpose(1, 2)).transpose(1, 2)
+
+    enc = DilatedConvEncoder(1, hidden_size=8, depth=3, code_size=6, zero_init_residual=True).eval()
+    torch.testing.assert_close(enc.steps(x), skipping_the_blocks(enc))
+    enc.train()(x).pow(2).sum().backward()
+    assert all(block.conv2.weight.grad.abs().sum() > 0 for block in enc.blocks[:-1])
+    random_start = DilatedConvEncoder(1, hidden_size=8, depth=3, code_size=6).eval()
+    assert not torch.allclose(random_start.steps(x), skipping_the_blocks(random_start))
+
+
 @pytest.mark.parametrize(
-    "kwargs, key", [({"depth": 0}, "depth"), ({"code_size": 2.5}, "code_size"), ({"mask": 1.0}, "mask")]
+    "kwargs, key",
+    [
+        ({"depth": 0}, "depth"),
+        ({"code_size": 2.5}, "code_size"),
+        ({"mask": 1.0}, "mask"),
+        ({"zero_init_residual": "yes"}, "zero_init_residual"),
+    ],
 )
 def test_bad_settings_fail_at_construction_naming_the_key(kwargs, key):
     with pytest.raises(ConfigError, match=rf"encoder\.{key}"):

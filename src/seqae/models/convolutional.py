@@ -6,6 +6,12 @@ a last block maps to ``code_size`` values per step. The code is their maximum ov
 During training a share of the steps (``mask``) is zeroed after the linear layer, TS2Vec's timestamp
 masking: the code must not hang on any one step.
 
+With ``zero_init_residual`` each block's second convolution starts at zero, as torchvision's ResNets
+offer (Goyal et al. 2017): the untrained blocks are identities, so an untrained encoder is its lift
+and its last block alone, each step on its own, and the features that see a stretch of the series
+are the ones training gives it. By default the blocks start random and, max-pooled, are already a
+good code (ROCKET's lesson).
+
 It reads the series step by step, not in the model's patches (``reads_full_series``), and gives its
 per-step outputs to objectives that contrast them (``steps``, ``objective=hierarchical``).
 """
@@ -33,6 +39,7 @@ class DilatedConvEncoder(nn.Module):
         code_size: int = 320,
         mask: float = 0.5,
         dropout: float = 0.1,
+        zero_init_residual: bool = False,
     ) -> None:
         super().__init__()
         for name, value in (("hidden_size", hidden_size), ("depth", depth), ("code_size", code_size)):
@@ -42,12 +49,20 @@ class DilatedConvEncoder(nn.Module):
             raise ConfigError(
                 f"encoder.mask and encoder.dropout must be in [0, 1), got {mask!r}, {dropout!r}."
             )
+        if not isinstance(zero_init_residual, bool):
+            raise ConfigError(
+                f"encoder.zero_init_residual must be true or false, got {zero_init_residual!r}."
+            )
         self.lift = nn.Linear(input_size, hidden_size)
         widths = [hidden_size] * depth + [code_size]
         self.blocks = nn.ModuleList(
             ResidualBlock(widths[i - 1] if i else hidden_size, widths[i], 2**i, project=i == depth)
             for i in range(depth + 1)
         )
+        if zero_init_residual:  # the last block, which changes the width, keeps its projection
+            for block in self.blocks[:-1]:
+                nn.init.zeros_(block.conv2.weight)
+                nn.init.zeros_(block.conv2.bias)
         self.dropout = nn.Dropout(dropout)
         self.mask, self.code_size = mask, code_size
 
