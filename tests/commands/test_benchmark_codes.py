@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +92,47 @@ def test_the_panel_trains_every_set_of_a_folder_per_seed_summarises_and_resumes(
     assert (out / "seed1" / "Ramps" / "metrics.json").is_file()
     log = (out / "seed1" / "Ramps" / "train.log").read_text()
     assert "Continuing" in log and "(skip_finished=true)" in log
+
+
+def wait_for(condition, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
+
+
+@pytest.mark.slow
+def test_a_killed_panel_stops_every_job_it_started_each_keeping_its_checkpoint(tmp_path):
+    root, out = tmp_path / "archives", tmp_path / "out"
+    write_set(root, "Ramps")
+    write_set(root, "Slopes", seed=1)
+    long_budget = [*TINY, "trainer.max_steps=1000000", "trainer.val_check_interval=100000"]
+    args = ["--root", str(root), "--out", str(out), "--jobs", "2", "--", *long_budget]
+    console = tmp_path / "console.txt"  # not a pipe: the idle workers keep theirs open for a while
+    with console.open("w") as stderr:
+        panel = subprocess.Popen(
+            [sys.executable, "-m", "seqae.commands.benchmark_codes", *args],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONWARNINGS": "ignore"},
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    logs = [out / "seed0" / name / "train.log" for name in ("Ramps", "Slopes")]
+    try:
+        assert wait_for(lambda: all(f.is_file() and "Training budget" in f.read_text() for f in logs), 300)
+        time.sleep(2)  # both jobs are training
+        panel.send_signal(signal.SIGTERM)
+        panel.wait(timeout=120)
+    finally:
+        panel.kill()
+    assert panel.returncode == 128 + signal.SIGTERM
+    assert "run the same command again" in console.read_text()
+    # Hydra's joblib workers outlive a killed parent; each job must have been stopped, not left training
+    assert wait_for(lambda: all("Stopped on SIGTERM" in f.read_text() for f in logs), 60)
+    assert all((f.parent / "checkpoints" / "last.ckpt").is_file() for f in logs)
+    assert not any((f.parent / "metrics.json").exists() for f in logs)
 
 
 @pytest.mark.slow

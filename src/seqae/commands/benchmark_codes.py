@@ -37,6 +37,7 @@ import csv
 import json
 import math
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -118,11 +119,11 @@ def main(argv: list[str] | None = None) -> int:
         for folder, overrides in runs:
             command = train_command(names, seeds, root, folder, args.jobs, overrides)
             print("$ " + " ".join(command), flush=True)
-            result = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"})
-            if result.returncode != 0:
+            returncode = run_sweep(command, env={**os.environ, "OMP_NUM_THREADS": "1"})
+            if returncode != 0:
                 failed = True
                 print(
-                    f"error: the training sweep exited with {result.returncode}; the table shows what finished.",
+                    f"error: the training sweep exited with {returncode}; the table shows what finished.",
                     file=sys.stderr,
                 )
     rows = collect(names, seeds, out)
@@ -133,6 +134,31 @@ def main(argv: list[str] | None = None) -> int:
     if plot(rows, out / "panel.png"):
         print(f"The plot: {out / 'panel.png'}")
     return 1 if failed or any(r["logistic"] is None for r in rows) else 0
+
+
+def run_sweep(command: list[str], env: dict[str, str]) -> int:
+    """Run the training sweep in a process group of its own, and stop the whole group on SIGINT or
+    SIGTERM here. Hydra's joblib workers do not die with their parent: killed alone, the sweep would
+    leave them training, and a rerun would race them for the same run folders. SIGTERM makes each
+    job save its checkpoint and stop, so the rerun continues from it; the idle workers then leave
+    after joblib's idle timeout."""
+    sweep = subprocess.Popen(command, env=env, start_new_session=True)
+    stopped_by: list[int] = []
+
+    def stop(signum: int, _frame: object) -> None:
+        stopped_by.append(signum)
+        os.killpg(sweep.pid, signal.SIGTERM)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        returncode = sweep.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if stopped_by:
+        print("Stopped; run the same command again to continue.", file=sys.stderr)
+        raise SystemExit(128 + stopped_by[0])
+    return returncode
 
 
 def sets_in(root: Path) -> list[str]:
