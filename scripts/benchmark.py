@@ -90,10 +90,11 @@ class Size:
         ]
 
 
-# The plain loop's model, the seed's LSTM autoencoder: overhead is what is compared. The default
+# The plain loop's model, the seed's LSTM autoencoder: overhead is what is compared. The recurrent
 # recipe's pyramid readout, corrupted inputs, convolution, projected decoder input, per-series scaling,
 # patches and reversed target are other work, not overhead.
 PLAIN_MODEL = [
+    "encoder=single",
     "readout=hidden",
     "objective=reconstruction",
     "decoder.projection_size=null",

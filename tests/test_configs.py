@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from seqae.errors import ConfigError
 from seqae.train import build_model, instantiate_each, module_specs
 from seqae.training.module import SequenceAutoencoder
-from tests.conftest import CONF
+from tests.conftest import CONF, compose_config
 
 
 def options(group: str) -> list[str]:
@@ -68,8 +68,7 @@ def test_every_option_of_every_group_instantiates(tiny_cfg, group):
         dm = instantiate(cfg.data)
         if (group, option) == ("objective", "hierarchical"):  # per-step outputs: not the LSTM's
             with pytest.raises(ConfigError, match=r"has no steps.*encoder=dilated"):
-                build_model(cfg, 3)
-            cfg = tiny_cfg(f"{group}={option}", "encoder=dilated", "model.conv_channels=null")
+                build_model(tiny_cfg(f"{group}={option}", "encoder=single"), 3)
         build_model(cfg, 3)
         callbacks, loggers = instantiate_each(cfg.get("callbacks")), instantiate_each(cfg.get("logger"))
         trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
@@ -90,8 +89,9 @@ def test_seqaes_own_modules_are_chosen_as_a_researchers_are_by_target(tiny_cfg, 
 def test_every_objective_trains_with_patches_and_instance_norm_and_loads_from_its_checkpoint(
     tiny_cfg, tmp_path, objective
 ):
-    # the hierarchical contrast reads per-step outputs, which the convolutional encoder gives
-    encoder = ["encoder=dilated", "model.conv_channels=null"] if objective == "hierarchical" else []
+    # the hierarchical contrast reads per-step outputs, which only the default convolutional encoder
+    # gives; the others train here with the LSTM, which reads the series in patches
+    encoder = [] if objective == "hierarchical" else ["encoder=single"]
     cfg = tiny_cfg(
         f"objective={objective}",
         "model.instance_norm=true",
@@ -120,6 +120,30 @@ def test_stacked_cell_is_what_the_readme_says(tiny_cfg):
     cfg = tiny_cfg("encoder=stacked", "readout=cell")
     assert (cfg.encoder.num_layers, cfg.encoder.readout) == (2, "cell")
     assert (cfg.decoder.num_layers, cfg.decoder._target_) == (2, "seqae.models.decoders.RepeatDecoder")
+
+
+def recipe(cfg) -> tuple:
+    return (
+        cfg.objective._target_.rsplit(".", 1)[-1],
+        cfg.model.lr,
+        cfg.model.conv_channels,
+        cfg.data.batch_size,
+        cfg.trainer.max_steps,
+        cfg.trainer.val_check_interval,
+    )
+
+
+def test_the_default_encoder_brings_its_recipe_a_recurrent_one_the_lstm_recipe_and_a_given_key_wins(tmp_path):
+    compose = lambda *overrides: compose_config(list(overrides), tmp_path / "run")  # noqa: E731
+    default = compose()
+    assert default.encoder._target_ == "seqae.models.convolutional.DilatedConvEncoder"
+    assert default.encoder.zero_init_residual is True
+    assert recipe(default) == ("HierarchicalContrast", 0.001, None, 8, 200, 200)
+    for encoder in RECURRENT:  # python train.py encoder=stacked readout=cell: the LSTM's own recipe
+        assert recipe(compose(f"encoder={encoder}")) == ("Denoising", 0.003, 32, 32, 1500, 150)
+    mine = compose("objective=denoising", "model.lr=0.01", "data.batch_size=16", "trainer.max_steps=50")
+    assert default.encoder == mine.encoder
+    assert recipe(mine) == ("Denoising", 0.01, None, 16, 50, 200)
 
 
 def test_outputs_land_under_outputs_with_sub_second_timestamps(tiny_cfg):

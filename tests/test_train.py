@@ -70,6 +70,7 @@ class PoisonWeightsAt(L.Callback):
 def test_a_non_finite_loss_stops_the_run_naming_step_epoch_and_culprit(tiny_cfg, tmp_path):
     # TINY validates (and writes last.ckpt) every 4 steps: step 4 comes right after the first one
     cfg = tiny_cfg(
+        "encoder=single",
         "+callbacks.poison._target_=tests.test_train.PoisonWeightsAt",
         "+callbacks.poison.step=4",
     )

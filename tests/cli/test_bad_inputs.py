@@ -48,8 +48,16 @@ CASES = [
     ("wrong type", ["data.batch_size=abc"], ["data.batch_size", "abc"]),
     ("zero size", ["encoder.hidden_size=0"], ["encoder.hidden_size", "0"]),
     ("gru with a cell readout", ["encoder=gru", "readout=cell"], ["readout='cell'", "GRU"]),
-    ("a contrast of steps with an LSTM", ["objective=hierarchical"], ["has no steps", "encoder=dilated"]),
-    ("the patch convolution beside the dilated encoder", ["encoder=dilated"], ["model.conv_channels=null"]),
+    (
+        "a contrast of steps with an LSTM",
+        ["encoder=single", "objective=hierarchical"],
+        ["has no steps", "encoder=dilated"],
+    ),
+    (
+        "the patch convolution beside the dilated encoder",
+        ["model.conv_channels=32"],
+        ["model.conv_channels=null"],
+    ),
     ("a budget without an end", ["trainer.max_steps=-1"], ["set no end to training", "trainer.max_time"]),
     ("more devices than cores", ["trainer.accelerator=cpu", "trainer.devices=512"], ["trainer.devices=512"]),
     ("missing ckpt_path", ["ckpt_path={tmp}/nowhere.ckpt"], ["nowhere.ckpt", "does not exist"]),

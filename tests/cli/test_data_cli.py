@@ -25,6 +25,7 @@ def test_arrays_npy_with_variable_lengths_trains_and_tests(tmp_path):
         *MODEL,
         "data=arrays",
         f"data.path={tmp_path / 'series.npy'}",
+        "encoder=single",
         "readout=cell",
         f"hydra.run.dir={run_dir}",
     )

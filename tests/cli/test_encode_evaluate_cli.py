@@ -64,8 +64,8 @@ def test_train_encode_evaluate_on_a_labelled_ucr_data_set(tmp_path):
         np.load(tmp_path / "codes" / "train.npy"),
         np.load(tmp_path / "codes" / "train_labels.npy"),
     )
-    # the default readout (pyramid) is 9 x hidden 8; instance_norm adds each series' mean and log std
-    assert codes.shape == (40, 9 * 8 + 2) and codes.dtype == np.float32 and np.isfinite(codes).all()
+    # the default encoder's code is encoder.code_size (320) wide; instance_norm adds each series' mean and log std
+    assert codes.shape == (40, 320 + 2) and codes.dtype == np.float32 and np.isfinite(codes).all()
     names = [
         line.split("\t")[0] for line in (tmp_path / "ucr" / "Toy" / "Toy_TRAIN.tsv").read_text().splitlines()
     ]
@@ -121,6 +121,7 @@ def test_a_sweep_ends_with_its_table(tmp_path):
         "trainer.max_epochs=1",
         "callbacks=none",
         "evaluate_after_train=true",
+        "encoder=single",
         "readout=hidden,cell",
         f"hydra.sweep.dir={sweep}",
     )

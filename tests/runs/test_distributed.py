@@ -177,7 +177,7 @@ def test_the_optuna_search_space_parses_into_optuna_distributions(tiny_cfg):
     assert set(space) == {"model.lr", "encoder.hidden_size", "encoder.num_layers", "readout"}
     # every sampled value must compose: an option that does not exist would fail every trial using it
     for choice in space["readout"].choices:
-        tiny_cfg(f"readout={choice}")
+        tiny_cfg("hparams_search=optuna", f"readout={choice}")
 
 
 def test_the_slurm_launcher_starts_one_task_per_device_and_asks_for_gpus_only_on_gpus(tiny_cfg):

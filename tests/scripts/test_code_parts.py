@@ -18,7 +18,9 @@ from tests.conftest import ROOT, run_cli
 def test_code_parts_probes_each_part_and_the_whole_code_as_the_evaluation_did(tmp_path):
     root, out = tmp_path / "archives", tmp_path / "out"
     write_set(root, "Ramps")
-    proc = benchmark("--root", str(root), "--out", str(out), "--seeds", "0", "--control", "--", *TINY)
+    proc = benchmark(
+        "--root", str(root), "--out", str(out), "--seeds", "0", "--control", "--", *TINY, "encoder=single"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     proc = run_cli(str(out), "--seeds", "0", script="scripts/code_parts.py")
