@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,16 @@ def quiet_trainer(root: Path, **kwargs) -> L.Trainer:
         use_distributed_sampler=False,
     )
     return L.Trainer(**{**args, **kwargs})
+
+
+def wait_for(condition: Callable[[], bool], seconds: float, interval: float = 0.5) -> bool:
+    """Poll ``condition`` every ``interval`` seconds until it holds (True) or ``seconds`` pass (False)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+    return True
 
 
 def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:

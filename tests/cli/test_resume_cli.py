@@ -8,11 +8,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
-from tests.conftest import ROOT, TINY, run_cli
+from tests.conftest import ROOT, TINY, run_cli, wait_for
 
 # Dropout in a stacked encoder draws random numbers every step: exactness needs the RNG states.
 RUN = [
@@ -58,9 +57,7 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, bu
         stderr=subprocess.DEVNULL,
     )
     last = killed / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 120
-    while not last.exists() and child.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
+    wait_for(lambda: last.exists() or child.poll() is not None, 120, interval=0.005)
     child.send_signal(signal.SIGKILL)  # 6 of the first epoch's 13 batches are done
     child.wait()
     assert child.returncode == -signal.SIGKILL
@@ -101,9 +98,7 @@ def test_sigterm_saves_at_a_step_end_and_the_resumed_run_matches_an_uninterrupte
         start_new_session=True,  # its own process group: the run's ranks, nothing of pytest's
     )
     last = stopped / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 120
-    while not last.exists() and child.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
+    wait_for(lambda: last.exists() or child.poll() is not None, 120, interval=0.005)
     os.killpg(child.pid, signal.SIGTERM)
     try:
         stdout, stderr = child.communicate(timeout=120)

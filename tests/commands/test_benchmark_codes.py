@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, wait_for
 
 TINY = [
     "encoder.hidden_size=8",
@@ -92,15 +92,6 @@ def test_the_panel_trains_every_set_of_a_folder_per_seed_summarises_and_resumes(
     assert (out / "seed1" / "Ramps" / "metrics.json").is_file()
     log = (out / "seed1" / "Ramps" / "train.log").read_text()
     assert "Continuing" in log and "(skip_finished=true)" in log
-
-
-def wait_for(condition, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.5)
-    return True
 
 
 @pytest.mark.slow
