@@ -134,7 +134,9 @@ def recipe(cfg) -> tuple:
 
 
 def test_the_default_encoder_brings_its_recipe_a_recurrent_one_the_lstm_recipe_and_a_given_key_wins(tmp_path):
-    compose = lambda *overrides: compose_config(list(overrides), tmp_path / "run")  # noqa: E731
+    def compose(*overrides: str):
+        return compose_config(list(overrides), tmp_path / "run")
+
     default = compose()
     assert default.encoder._target_ == "seqae.models.convolutional.DilatedConvEncoder"
     assert default.encoder.zero_init_residual is True
